@@ -1,0 +1,32 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from .models import ApiToken
+from .services import api_token_create
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["user", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+    list_select_related = ["user"]
+    fields = ["user", "name"]
+    actions = ["revoke"]
+
+    def has_change_permission(self, request, obj=None):
+        return obj is None and super().has_change_permission(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        token, key = api_token_create(user=obj.user, name=obj.name)
+        obj.pk = token.pk
+        messages.warning(
+            request,
+            _("New token for %(user)s: %(key)s — copy it now, it will not be shown again.")
+            % {"user": obj.user, "key": key},
+        )
+
+    @admin.action(description=gettext_lazy("Revoke the selected tokens"))
+    def revoke(self, request, queryset):
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        messages.success(request, _("%(count)s token(s) revoked.") % {"count": count})

@@ -1,0 +1,274 @@
+"""Settings for the XO Release Portal, read from the environment (see `.env.example`).
+
+Every knob has an embedded default that needs no server: SQLite and Celery's filesystem
+broker under `PORTAL_DATA_DIR`. A bad value stops start-up with the variable's name.
+"""
+
+import shlex
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A local `.env` is a convenience for developers; real deployments set the environment.
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env")
+
+
+def _env_value(name, reader, **kwargs):
+    """Read one variable, turning any parse error into a message that names it."""
+    try:
+        return reader(name, **kwargs)
+    except (ValueError, TypeError, environ.ImproperlyConfigured) as exc:
+        raise ImproperlyConfigured(f"{name}: {exc}") from exc
+
+
+def _positive_int(name, default):
+    value = _env_value(name, env.int, default=default)
+    if value <= 0:
+        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value}")
+    return value
+
+
+def _argv(name):
+    """An argv template (never run through a shell); empty means unset."""
+    raw = env.str(name, default="").strip()
+    if not raw:
+        return []
+    try:
+        return shlex.split(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name}: cannot split {raw!r} into arguments: {exc}") from exc
+
+
+def _directory(name, default):
+    path = Path(env.str(name, default=str(default))).expanduser()
+    if not path.is_absolute():
+        path = (BASE_DIR / path).resolve()
+    if path.exists() and not path.is_dir():
+        raise ImproperlyConfigured(f"{name}: {path} exists and is not a directory")
+    return path
+
+
+# --- Core -----------------------------------------------------------------------------------
+
+DEBUG = _env_value("DJANGO_DEBUG", env.bool, default=False)
+SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is false "
+            "(`make run` sets DJANGO_DEBUG=true for local use)"
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+ALLOWED_HOSTS = _env_value(
+    "DJANGO_ALLOWED_HOSTS", env.list, default=["localhost", "127.0.0.1", "[::1]"]
+)
+CSRF_TRUSTED_ORIGINS = _env_value("DJANGO_CSRF_TRUSTED_ORIGINS", env.list, default=[])
+
+PORTAL_DATA_DIR = _directory("PORTAL_DATA_DIR", BASE_DIR / "var")
+PUPPETCONTENT_OS_DIR = _directory("PUPPETCONTENT_OS_DIR", PORTAL_DATA_DIR / "puppetcontent" / "os")
+# Where builds live between upload and publication; uploads are streamed into a temporary
+# folder on the same filesystem so the finished file is renamed, never copied.
+BUILD_STORE_DIR = PORTAL_DATA_DIR / "builds"
+UPLOAD_TEMP_DIR = PORTAL_DATA_DIR / "uploads"
+try:
+    # SQLite, the filesystem broker and uploads need their folders before anything runs.
+    UPLOAD_TEMP_DIR.mkdir(parents=True, exist_ok=True)
+except OSError as exc:
+    raise ImproperlyConfigured(f"PORTAL_DATA_DIR: cannot create {UPLOAD_TEMP_DIR}: {exc}") from exc
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "portal",
+    "releases",
+    "schools",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+WSGI_APPLICATION = "portal.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "portal.context_processors.roles",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+
+DATABASES = {
+    "default": _env_value(
+        "DATABASE_URL", env.db_url, default=f"sqlite:///{PORTAL_DATA_DIR / 'portal.sqlite3'}"
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share this file: WAL lets readers run beside the writer, and
+    # IMMEDIATE transactions take the write lock up front so a busy database makes callers
+    # wait (up to the timeout) instead of failing with "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 30,
+        }
+    )
+    # A file, not memory, so a Celery worker started by a test can open the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(PORTAL_DATA_DIR / "test-portal.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Auth -----------------------------------------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Internationalisation -------------------------------------------------------------------
+
+LANGUAGE_CODE = "es"
+LANGUAGES = [("es", _("Spanish")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+TIME_ZONE = env.str("TIME_ZONE", default="America/Asuncion")
+USE_TZ = True
+
+# --- Static files ---------------------------------------------------------------------------
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = _directory("STATIC_ROOT", BASE_DIR / "staticfiles")
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- Uploads --------------------------------------------------------------------------------
+
+MAX_BUILD_BYTES = _positive_int("MAX_BUILD_BYTES", 8 * 1024**3)
+# The archive is read to its end while validating; these bound what a hostile or broken
+# archive can make a worker do.
+MAX_UNPACKED_BYTES = _positive_int("MAX_UNPACKED_BYTES", 64 * 1024**3)
+MAX_ARCHIVE_MEMBERS = _positive_int("MAX_ARCHIVE_MEMBERS", 2_000_000)
+MAX_CONTENTS_BYTES = _positive_int("MAX_CONTENTS_BYTES", 256 * 1024**2)
+FILE_UPLOAD_TEMP_DIR = str(UPLOAD_TEMP_DIR)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
+
+CONTENTS_HASH_COMMAND = _argv("CONTENTS_HASH_COMMAND")
+CONTENTS_HASH_TIMEOUT = _positive_int("CONTENTS_HASH_TIMEOUT", 120)
+if CONTENTS_HASH_COMMAND and not any("{path}" in arg for arg in CONTENTS_HASH_COMMAND):
+    raise ImproperlyConfigured("CONTENTS_HASH_COMMAND must contain {path} in one of its arguments")
+
+# --- Celery ---------------------------------------------------------------------------------
+
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+if CELERY_BROKER_URL.split("://", 1)[0] not in {"filesystem", "redis", "rediss"}:
+    raise ImproperlyConfigured(
+        f"CELERY_BROKER_URL: unsupported scheme in {CELERY_BROKER_URL!r} "
+        "(use redis://… or filesystem://)"
+    )
+BROKER_DIR = PORTAL_DATA_DIR / "broker"
+# Long enough for validating a multi-GB archive; the broker's visibility timeout must
+# exceed it, or Redis would hand a running task to a second worker.
+CELERY_TASK_TIME_LIMIT = _positive_int("CELERY_TASK_TIME_LIMIT", 4 * 3600)
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+    }
+else:
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 3600}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Publishing while the broker is down must not hang a web request: fail fast, the sweeper
+# sends the message later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {"releases.tasks.publish_build": {"queue": "mothership"}}
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(PORTAL_DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stuck-builds": {"task": "releases.tasks.sweep_stuck_builds", "schedule": 60.0},
+}
+# A build left in a working state this long without progress is re-enqueued by the
+# sweeper, at most SWEEPER_MAX_ATTEMPTS times.
+SWEEPER_STALE_AFTER = _positive_int("SWEEPER_STALE_AFTER", 300)
+SWEEPER_MAX_ATTEMPTS = _positive_int("SWEEPER_MAX_ATTEMPTS", 3)
+
+# --- Security -------------------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads nothing from it; the token is in a body attribute
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Behind a TLS-terminating proxy in production; DJANGO_HTTPS=false only for plain-HTTP
+# test servers on loopback.
+HTTPS = _env_value("DJANGO_HTTPS", env.bool, default=not DEBUG)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = _env_value("DJANGO_HSTS_SECONDS", env.int, default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

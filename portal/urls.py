@@ -1,0 +1,21 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.urls import include, path
+from django.views.i18n import set_language
+
+from releases import api as releases_api
+
+from . import views
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("i18n/setlang/", login_not_required(set_language), name="set_language"),
+    path("builds/", include("releases.urls")),
+    path("api/builds/", releases_api.builds, name="api_builds"),
+    path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
+    path("admin/", admin.site.urls),
+]

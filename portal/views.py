@@ -1,0 +1,61 @@
+from django.contrib.auth.decorators import login_not_required
+from django.db import connection
+from django.http import JsonResponse
+from django.shortcuts import redirect
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from .celery import app as celery_app
+
+PING_TIMEOUT = 1.0
+
+
+def home(request):
+    return redirect("releases:build_list")
+
+
+def _database_ok() -> tuple[bool, str]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return False, type(exc).__name__
+    return True, connection.vendor
+
+
+def _broker_ok() -> tuple[bool, str]:
+    try:
+        with celery_app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            return True, conn.transport.driver_type
+    except Exception as exc:
+        return False, type(exc).__name__
+
+
+def _workers() -> list[str]:
+    try:
+        replies = celery_app.control.ping(timeout=PING_TIMEOUT) or []
+    except Exception:
+        return []
+    return sorted(name for reply in replies for name in reply)
+
+
+@login_not_required
+@never_cache
+@require_GET
+def healthz(request):
+    """For monitoring: 200 when the database and broker answer, 503 otherwise. Workers
+    are reported but do not fail the check (a worker restart should not page anyone)."""
+    db_ok, db_info = _database_ok()
+    broker_ok, broker_info = _broker_ok()
+    workers = _workers() if broker_ok else []
+    body = {
+        "status": "ok" if db_ok and broker_ok else "error",
+        "database": {"ok": db_ok, "detail": db_info},
+        "broker": {"ok": broker_ok, "detail": broker_info},
+        "workers": {"ok": bool(workers), "names": workers},
+    }
+    return JsonResponse(
+        body, status=200 if db_ok and broker_ok else 503, json_dumps_params={"indent": 1}
+    )

@@ -1,0 +1,170 @@
+"""The small checks on a build's side files: its .md5, its .contents and its contents hash.
+
+Each failure is a `BuildRejected` carrying a code from `releases.reasons`, except a contents
+hash command that cannot run at all: that is the host's fault, not the build's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+
+from releases.reasons import BuildRejected, render
+
+BOM = b"\xef\xbb\xbf"
+# GNU md5sum writes "\" before the hash when it had to escape the file name.
+_MD5_LINE = re.compile(
+    r"(?P<escaped>\\?)(?P<hash>[0-9A-Fa-f]{32})(?:(?P<sep> \*|  | )(?P<name>.*))?"
+)
+# BSD `md5` and `md5sum --tag` write "MD5 (name) = hash"; `md5sum -c` accepts it too.
+_MD5_TAGGED = re.compile(r"MD5 \((?P<name>.+)\) = (?P<hash>[0-9A-Fa-f]{32})")
+_HEX_WORD = re.compile(r"[0-9A-Fa-f]+")
+
+CONTENTS_HASH_RE = re.compile(r"\A[A-Za-z0-9+/=_.:-]{8,128}\Z")
+# Longest value echoed back in a hash_invalid message: it may be a whole command's output.
+SHOWN_VALUE = 200
+SHOWN_STDERR = 500
+
+
+def parse_md5_file(data: bytes, tarball_name: str) -> tuple[str, bool]:
+    """Return (lowercase md5, bare) where bare means the file held only the hash."""
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BuildRejected("md5_bad_encoding") from None
+    if "\0" in text:
+        raise BuildRejected("md5_bad_encoding")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise BuildRejected("md5_format", problem="the file is empty")
+    if len(lines) > 1:
+        raise BuildRejected("md5_several_lines", count=len(lines))
+    line = lines[0]
+
+    if match := _MD5_TAGGED.fullmatch(line):
+        name = match["name"]
+    elif match := _MD5_LINE.fullmatch(line):
+        if match["sep"] is None:
+            return match["hash"].lower(), True
+        name = match["name"]
+        if match["escaped"]:
+            name = _unescape(name)
+    else:
+        raise BuildRejected("md5_format", problem=_md5_problem(line))
+
+    declared = name.strip()
+    if not declared:
+        raise BuildRejected("md5_format", problem="the file name after the checksum is missing")
+    if os.path.basename(declared) != tarball_name:
+        raise BuildRejected("md5_wrong_file", declared=declared, file=tarball_name)
+    return match["hash"].lower(), False
+
+
+def _unescape(name: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m[1], m[1]), name)
+
+
+def _md5_problem(line: str) -> str:
+    """Say what is wrong with a line that is not md5sum output, as precisely as we can."""
+    first = line.split(None, 1)[0]
+    if _HEX_WORD.fullmatch(first):
+        if len(first) == 32:
+            return "the checksum must be followed by two spaces and the file name"
+        known = {40: " (a SHA-1 checksum?)", 64: " (a SHA-256 checksum?)"}
+        return (
+            f"the checksum has {len(first)} hexadecimal digits instead of 32"
+            f"{known.get(len(first), '')}"
+        )
+    return "the line does not start with a 32-digit hexadecimal checksum"
+
+
+def check_contents(path, *, max_bytes: int) -> str:
+    """Check the .contents file is non-empty UTF-8 JSON within the limit; return its sha256."""
+    with open(path, "rb") as fh:
+        # One byte past the limit is enough to know it is too big, without reading it all.
+        data = fh.read(max_bytes + 1)
+    if not data:
+        raise BuildRejected("contents_empty")
+    if len(data) > max_bytes:
+        raise BuildRejected("contents_too_big", limit=max_bytes)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BuildRejected("contents_not_utf8", position=exc.start) from None
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BuildRejected("contents_not_json", error=str(exc)) from None
+    except RecursionError:
+        raise BuildRejected("contents_not_json", error="nested too deeply") from None
+    return hashlib.sha256(data).hexdigest()
+
+
+def normalise_contents_hash(value: str) -> str:
+    stripped = value.strip()
+    if not CONTENTS_HASH_RE.match(stripped):
+        shown = stripped if len(stripped) <= SHOWN_VALUE else stripped[:SHOWN_VALUE] + "…"
+        raise BuildRejected("hash_invalid", value=shown)
+    return stripped
+
+
+class HashCommandUnavailable(Exception):
+    """The contents hash command could not run here: the host's fault, not the build's."""
+
+    code = "hash_command_unavailable"
+
+    def __init__(self, error: str):
+        self.params = {"error": error}
+        super().__init__(error)
+
+    @property
+    def message(self) -> str:
+        return render(self.code, self.params)
+
+    def __str__(self):
+        return self.message
+
+
+def run_contents_hash_command(argv_template: list[str], path, *, timeout: int) -> str:
+    """Run the configured command on a .contents file and return the hash it prints."""
+    if not argv_template:
+        raise HashCommandUnavailable("no command is configured")
+    argv = [arg.replace("{path}", os.fspath(path)) for arg in argv_template]
+    try:
+        # Its own process group, so a timeout also kills whatever the command started and
+        # nothing keeps the output pipes open.
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise HashCommandUnavailable(f"{argv[0]}: {exc.strerror or exc}") from None
+    with proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            proc.communicate()
+            raise HashCommandUnavailable(f"no answer after {timeout} seconds") from None
+    if proc.returncode != 0:
+        error = stderr.decode("utf-8", "replace")[-SHOWN_STDERR:].strip()
+        raise BuildRejected("hash_command_failed", status=proc.returncode, stderr=error)
+    output = stdout.decode("utf-8", "replace").strip()
+    if not output:
+        raise BuildRejected("hash_command_empty")
+    return normalise_contents_hash(output.splitlines()[0])
+
+
+def _kill_group(proc: subprocess.Popen):
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)

@@ -1,0 +1,38 @@
+from django import forms
+from django.utils.translation import gettext_lazy as _
+
+from .models import NAME_PATTERN
+
+
+class UploadForm(forms.Form):
+    """The fields of the upload page and of `POST /api/builds/` (same names)."""
+
+    tarball = forms.FileField(
+        label=_("Build archive"),
+        help_text=_("<name>-tree.tar.bz2, -tree.tar.xz or -tree.tar.lzma"),
+    )
+    md5 = forms.FileField(label=_("Checksum file (.md5)"))
+    contents = forms.FileField(label=_("Contents manifest (.contents)"))
+    name = forms.RegexField(
+        label=_("Build name"),
+        regex=NAME_PATTERN,
+        required=False,
+        max_length=64,
+        help_text=_("Leave empty to use the archive's prefix, e.g. py801-2."),
+        error_messages={
+            "invalid": _(
+                "Use 1 to 64 letters, digits, dots, dashes or underscores, starting with a "
+                "letter or digit."
+            )
+        },
+    )
+    contents_hash = forms.CharField(
+        label=_("Contents hash"),
+        required=False,
+        max_length=128,
+        help_text=_("Optional: the hash computed on an XO. Needed to promote, not to publish."),
+    )
+
+
+class ContentsHashForm(forms.Form):
+    contents_hash = forms.CharField(label=_("Contents hash"), max_length=128)

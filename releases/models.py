@@ -1,0 +1,257 @@
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from . import reasons
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class Compression(models.TextChoices):
+    BZIP2 = "bz2", "bzip2"
+    XZ = "xz", "xz"
+    LZMA = "lzma", "lzma"
+
+
+class BuildStatus(models.TextChoices):
+    UPLOADED = "uploaded", _("Uploaded")
+    VALIDATING = "validating", _("Validating")
+    VALID = "valid", _("Valid")
+    INVALID = "invalid", _("Invalid")
+    PUBLISHING = "publishing", _("Publishing")
+    PUBLISHED = "published", _("Published")
+    PUBLISH_FAILED = "publish_failed", _("Publication failed")
+    OFFERED = "offered", _("Offered")
+    WITHDRAWN = "withdrawn", _("Withdrawn")
+    RETIRED = "retired", _("Retired")
+
+
+WORKING_STATUSES = (BuildStatus.UPLOADED, BuildStatus.VALIDATING, BuildStatus.PUBLISHING)
+FINAL_PIPELINE_STATUSES = (
+    BuildStatus.INVALID,
+    BuildStatus.PUBLISHED,
+    BuildStatus.PUBLISH_FAILED,
+    BuildStatus.OFFERED,
+    BuildStatus.WITHDRAWN,
+    BuildStatus.RETIRED,
+)
+# The hash may be entered or corrected while nothing offers the build yet.
+HASH_EDITABLE_STATUSES = (
+    BuildStatus.UPLOADED,
+    BuildStatus.VALIDATING,
+    BuildStatus.VALID,
+    BuildStatus.PUBLISHING,
+    BuildStatus.PUBLISHED,
+    BuildStatus.PUBLISH_FAILED,
+)
+
+
+class Phase(models.TextChoices):
+    QUEUED = "queued", _("Waiting for a worker")
+    CHECKSUM = "checksum", _("Checking the .md5 file")
+    ARCHIVE = "archive", _("Reading the archive")
+    CONTENTS = "contents", _("Checking the .contents file")
+    CONTENTS_HASH = "contents_hash", _("Computing the contents hash")
+    PUBLISHING = "publishing", _("Copying into the puppet content folder")
+    VERIFYING = "verifying", _("Verifying the published checksum")
+    DONE = "done", _("Done")
+
+
+class HashSource(models.TextChoices):
+    NONE = "", _("Not known yet")
+    ENTERED = "entered", _("Entered by staff")
+    COMMAND = "command", _("Computed by the contents hash command")
+    BOTH = "both", _("Entered and confirmed by the command")
+
+
+class BuildQuerySet(models.QuerySet):
+    def with_people(self):
+        return self.select_related("uploaded_by")
+
+    def in_progress(self):
+        return self.filter(status__in=WORKING_STATUSES)
+
+    def published(self):
+        return self.filter(status=BuildStatus.PUBLISHED)
+
+    def name_taken(self, name: str) -> bool:
+        # Case-insensitively: school server folders and rsync modules may live on
+        # case-insensitive tools, and "PY801-2" beside "py801-2" is a mistake anyway.
+        return self.filter(name__iexact=name).exists()
+
+
+class Build(models.Model):
+    """One OS build, from upload to retirement; every change goes through `services`."""
+
+    name = models.CharField(_("name"), max_length=64, unique=True)
+    compression = models.CharField(_("compression"), max_length=4, choices=Compression.choices)
+    original_filename = models.CharField(
+        _("uploaded file name"), max_length=255, help_text=_("The name its .md5 file refers to.")
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=20,
+        choices=BuildStatus.choices,
+        default=BuildStatus.UPLOADED,
+        db_index=True,
+    )
+    # Why the build is in its state, as a message code and its parameters so that it can
+    # be shown in the reader's language (see `reasons`).
+    status_code = models.CharField(max_length=50, blank=True)
+    status_params = models.JSONField(default=dict, blank=True)
+
+    size = models.BigIntegerField(_("size in bytes"))
+    md5 = models.CharField(_("MD5"), max_length=32, help_text=_("Computed while uploading."))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    declared_md5 = models.CharField(
+        _("declared MD5"), max_length=32, blank=True, help_text=_("From the uploaded .md5 file.")
+    )
+    md5_file_bare = models.BooleanField(
+        default=False, help_text=_("The uploaded .md5 file held only a hash, without a file name.")
+    )
+    contents_size = models.BigIntegerField(_(".contents size"))
+    contents_sha256 = models.CharField(_(".contents SHA-256"), max_length=64)
+    entered_contents_hash = models.CharField(max_length=128, blank=True)
+    contents_hash = models.CharField(_("contents hash"), max_length=128, blank=True)
+    contents_hash_source = models.CharField(
+        max_length=10, choices=HashSource.choices, default=HashSource.NONE, blank=True
+    )
+    contents_hash_note = models.CharField(max_length=50, blank=True)
+
+    pristine_id = models.CharField(max_length=255, blank=True)
+    member_count = models.BigIntegerField(null=True, blank=True)
+    unpacked_size = models.BigIntegerField(null=True, blank=True)
+
+    store_dir = models.CharField(max_length=200, editable=False)
+
+    progress_phase = models.CharField(max_length=20, choices=Phase.choices, default=Phase.QUEUED)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(default=0)
+    progress_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveSmallIntegerField(default=0)
+
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="uploaded_builds",
+        verbose_name=_("uploaded by"),
+    )
+    created_at = models.DateTimeField(_("uploaded at"), default=timezone.now, db_index=True)
+    validated_at = models.DateTimeField(_("validated at"), null=True, blank=True)
+    published_at = models.DateTimeField(_("published at"), null=True, blank=True)
+
+    objects = BuildQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("build")
+        verbose_name_plural = _("builds")
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                models.functions.Lower("name"), name="build_name_unique_ignoring_case"
+            ),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def tarball_name(self) -> str:
+        return f"{self.name}-tree.tar.{self.compression}"
+
+    @property
+    def contents_name(self) -> str:
+        return f"{self.name}.contents"
+
+    @property
+    def store_path(self) -> Path:
+        return Path(settings.BUILD_STORE_DIR) / self.store_dir
+
+    @property
+    def stored_tarball(self) -> Path:
+        return self.store_path / self.tarball_name
+
+    @property
+    def stored_md5_file(self) -> Path:
+        return self.store_path / "uploaded.md5"
+
+    @property
+    def stored_contents(self) -> Path:
+        return self.store_path / self.contents_name
+
+    @property
+    def status_detail(self) -> str:
+        return reasons.render(self.status_code, self.status_params)
+
+    @property
+    def is_working(self) -> bool:
+        return self.status in WORKING_STATUSES
+
+    @property
+    def progress_percent(self) -> int:
+        if self.progress_total <= 0:
+            return 0
+        return min(100, int(100 * self.progress_done / self.progress_total))
+
+
+class BuildManifest(models.Model):
+    """The tree inside the tarball, recorded while validating: gzip of JSON lines.
+
+    Each line is `[path, type, mode, size, sha256, link]` (see `archive.ManifestEntry`).
+    """
+
+    build = models.OneToOneField(Build, on_delete=models.CASCADE, related_name="manifest")
+    data = models.BinaryField()
+    entries = models.BigIntegerField()
+
+    def __str__(self):
+        return f"manifest of build {self.build_id}"
+
+
+class AuditEvent(models.Model):
+    """Who changed what, and when: one row per state change, written with the change."""
+
+    at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        verbose_name=_("who"),
+        help_text=_("Empty when a worker did it on its own."),
+    )
+    build = models.ForeignKey(
+        Build, null=True, blank=True, on_delete=models.CASCADE, related_name="events"
+    )
+    action = models.CharField(_("action"), max_length=40)
+    from_status = models.CharField(max_length=20, blank=True)
+    to_status = models.CharField(max_length=20, blank=True)
+    code = models.CharField(max_length=50, blank=True)
+    params = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("audit event")
+        verbose_name_plural = _("audit events")
+        ordering = ["at", "id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.action} {self.build_id or ''}"
+
+    @property
+    def message(self) -> str:
+        return reasons.render(self.code, self.params)
+
+    def status_label(self, value: str) -> str:
+        return BuildStatus(value).label if value else ""
+
+    @property
+    def from_label(self):
+        return self.status_label(self.from_status)
+
+    @property
+    def to_label(self):
+        return self.status_label(self.to_status)

@@ -1,0 +1,143 @@
+"""Every message a build's state or audit trail can carry, as a code plus parameters.
+
+Rows store the code and its parameters, never the sentence, so the build page and the API
+show it in the reader's language. Pure module: no ORM, no I/O.
+"""
+
+from django.utils.translation import gettext_lazy as _
+
+MESSAGES = {
+    # Rejections at upload time or while validating.
+    "name_invalid": _(
+        "The name “%(name)s” is not allowed: use 1 to 64 letters, digits, dots, dashes or "
+        "underscores, starting with a letter or digit."
+    ),
+    "name_taken": _(
+        "The name “%(name)s” was already used by another build. School servers never "
+        "republish a name, so every build needs a new one."
+    ),
+    "tarball_name": _(
+        "“%(file)s” is not a build archive: the name must end in -tree.tar.bz2, "
+        "-tree.tar.xz or -tree.tar.lzma."
+    ),
+    "file_missing": _("The %(field)s file is missing."),
+    "file_empty": _("The %(field)s file “%(file)s” is empty."),
+    "file_not_found": _("%(file)s was not found."),
+    "too_large": _("The build archive is larger than the limit of %(limit)s bytes."),
+    "md5_format": _(
+        "The .md5 file is not in md5sum format (“<32 hex digits>  <file name>”): %(problem)s"
+    ),
+    "md5_bad_encoding": _("The .md5 file is not text."),
+    "md5_several_lines": _(
+        "The .md5 file lists %(count)s files; it must describe only the archive."
+    ),
+    "md5_wrong_file": _("The .md5 file is for “%(declared)s”, not for the archive “%(file)s”."),
+    "md5_mismatch": _(
+        "Checksum mismatch: the .md5 file says %(declared)s but the uploaded archive has "
+        "%(actual)s. The archive was probably damaged in transfer."
+    ),
+    "md5_bare": _(
+        "The .md5 file held only a hash without a file name; accepted, since the portal "
+        "writes its own .md5 when publishing."
+    ),
+    "archive_truncated": _("The archive is truncated: %(compression)s data ends too early."),
+    "archive_corrupt": _(
+        "The archive is corrupt: the %(compression)s data cannot be read (%(error)s)."
+    ),
+    "archive_not_tar": _("The archive does not hold a tar file (%(error)s)."),
+    "archive_empty": _("The archive holds no files."),
+    "archive_absolute_path": _(
+        "The archive holds an absolute path, which is not allowed: “%(path)s”."
+    ),
+    "archive_parent_path": _("The archive holds a path that climbs out with “..”: “%(path)s”."),
+    "archive_too_big": _(
+        "The archive unpacks to more than %(limit)s bytes; this is refused as a likely "
+        "decompression bomb (setting MAX_UNPACKED_BYTES)."
+    ),
+    "archive_too_many": _(
+        "The archive holds more than %(limit)s entries (setting MAX_ARCHIVE_MEMBERS)."
+    ),
+    "archive_several_pristine": _(
+        "versions/pristine/ holds %(count)s entries (%(entries)s) but must hold exactly one: "
+        "school servers would serve only the first."
+    ),
+    "archive_empty_pristine": _("versions/pristine/ is present but empty."),
+    "contents_empty": _("The .contents file is empty."),
+    "contents_too_big": _("The .contents file is larger than %(limit)s bytes."),
+    "contents_not_utf8": _("The .contents file is not UTF-8 text (byte %(position)s)."),
+    "contents_not_json": _("The .contents file is not JSON: %(error)s"),
+    "hash_invalid": _(
+        "“%(value)s” is not a contents hash: use 8 to 128 letters, digits or the "
+        "characters + / = _ . : -"
+    ),
+    "hash_mismatch": _(
+        "The contents hash entered (%(entered)s) differs from the one computed by the "
+        "contents hash command (%(computed)s)."
+    ),
+    "hash_command_failed": _(
+        "The contents hash command failed on this .contents file (exit status %(status)s): "
+        "%(stderr)s"
+    ),
+    "hash_command_empty": _("The contents hash command printed nothing."),
+    "hash_command_unavailable": _(
+        "The contents hash command could not be run (%(error)s); enter the hash by hand or "
+        "ask the administrator to fix CONTENTS_HASH_COMMAND."
+    ),
+    "validation_abandoned": _(
+        "Validation did not finish after %(attempts)s attempts (a worker stopped each time)."
+    ),
+    # Publication.
+    "publish_conflict": _(
+        "%(file)s already exists in the puppet content folder with different content; "
+        "nothing was overwritten."
+    ),
+    "publish_no_space": _(
+        "Not enough free space in the puppet content folder: %(needed)s bytes needed, "
+        "%(free)s free."
+    ),
+    "publish_io_error": _("Writing to the puppet content folder failed: %(error)s"),
+    "publish_md5_mismatch": _(
+        "The published copy of the archive has MD5 %(actual)s instead of %(expected)s; it "
+        "was removed."
+    ),
+    "publish_source_missing": _("The stored file %(file)s is missing; upload the build again."),
+    "publish_abandoned": _(
+        "Publication did not finish after %(attempts)s attempts (a worker stopped each time)."
+    ),
+    # Audit trail.
+    "uploaded": _("Uploaded %(file)s (%(size)s bytes) through %(via)s."),
+    "requeued": _("Nobody was working on it after %(seconds)s seconds; queued again."),
+    "valid": _("All checks passed."),
+    "published": _("Published into %(folder)s."),
+    "hash_set": _("Contents hash set to %(value)s."),
+    "retry": _("Publication retried."),
+}
+
+
+def render(code: str, params: dict | None = None) -> str:
+    if not code:
+        return ""
+    message = MESSAGES.get(code)
+    if message is None:
+        return code
+    try:
+        return str(message) % (params or {})
+    except (KeyError, TypeError, ValueError):
+        return str(message)
+
+
+class BuildRejected(Exception):
+    """A problem with the build itself: it becomes a state or a form error, never a 500."""
+
+    def __init__(self, code: str, **params):
+        assert code in MESSAGES, code
+        self.code = code
+        self.params = params
+        super().__init__(code)
+
+    @property
+    def message(self) -> str:
+        return render(self.code, self.params)
+
+    def __str__(self):
+        return self.message

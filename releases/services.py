@@ -1,0 +1,524 @@
+"""Every write to builds, their files and their audit trail goes through here.
+
+Views, the API, tasks and management commands all call these functions. Each state change
+is a conditional UPDATE (so a redelivered task or a double click does nothing) plus an
+audit row in the same transaction; follow-up work is enqueued only after commit.
+"""
+
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import archive, checks, publishing
+from .models import (
+    HASH_EDITABLE_STATUSES,
+    NAME_PATTERN,
+    AuditEvent,
+    Build,
+    BuildManifest,
+    BuildStatus,
+    HashSource,
+    Phase,
+)
+from .reasons import BuildRejected
+from .uploads import StagedFile
+
+log = logging.getLogger(__name__)
+
+TARBALL_RE = re.compile(r"^(?P<prefix>.+)-tree\.tar\.(?P<ext>bz2|xz|lzma)$")
+PROGRESS_INTERVAL = 1.0
+PUBLISHED_FILE_MODE = 0o644
+
+
+class TransitionRefused(Exception):
+    """The build was not in a state that allows this; someone else got there first."""
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+
+
+def _audit(*, build, actor, action, code="", params=None, from_status="", to_status=""):
+    return AuditEvent.objects.create(
+        build=build,
+        actor=actor,
+        action=action,
+        code=code,
+        params=params or {},
+        from_status=from_status,
+        to_status=to_status,
+    )
+
+
+def _transition(build_id, *, from_statuses, to, actor=None, code="", params=None, **fields):
+    """Move a build from one of `from_statuses` to `to`, atomically and audited.
+
+    Returns True when this call made the change, False when the build was elsewhere.
+    """
+    params = params or {}
+    with transaction.atomic():
+        build = Build.objects.select_for_update().filter(pk=build_id).first()
+        if build is None or build.status not in from_statuses:
+            return False
+        old = build.status
+        changed = Build.objects.filter(pk=build_id, status=old).update(
+            status=to, status_code=code, status_params=params, **fields
+        )
+        if changed != 1:
+            return False
+        _audit(
+            build=build,
+            actor=actor,
+            action="status",
+            code=code,
+            params=params,
+            from_status=old,
+            to_status=to,
+        )
+    return True
+
+
+def _enqueue_validation(build_id):
+    from .tasks import validate_build
+
+    # robust: a broker outage must not undo an accepted upload; the sweeper sends it later.
+    transaction.on_commit(lambda: validate_build.delay(build_id), robust=True)
+
+
+def _enqueue_publication(build_id):
+    from .tasks import publish_build
+
+    transaction.on_commit(lambda: publish_build.delay(build_id), robust=True)
+
+
+class Progress:
+    """Writes a working build's progress at most about once a second."""
+
+    def __init__(self, build_id, phase, total):
+        self.build_id = build_id
+        self.phase = phase
+        self.total = total
+        self.last = 0.0
+        self.report(0, force=True)
+
+    def report(self, done, total=None, *, force=False):
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_INTERVAL:
+            return
+        self.last = now
+        Build.objects.filter(pk=self.build_id).update(
+            progress_phase=self.phase,
+            progress_done=done,
+            progress_total=total if total is not None else self.total,
+            progress_at=timezone.now(),
+        )
+
+    def __call__(self, done, total=None):
+        self.report(done, total)
+
+
+# --- Upload ----------------------------------------------------------------------------------
+
+
+def build_name_check(name: str) -> str:
+    """The name, if it is well-formed and has never been used; raises BuildRejected."""
+    if not re.fullmatch(NAME_PATTERN, name or ""):
+        raise BuildRejected("name_invalid", name=name)
+    if Build.objects.name_taken(name):
+        raise BuildRejected("name_taken", name=name)
+    return name
+
+
+def build_create(
+    *,
+    acting_user,
+    tarball: StagedFile,
+    md5_file: StagedFile,
+    contents: StagedFile,
+    name: str = "",
+    contents_hash: str = "",
+    via: str = "web",
+) -> Build:
+    """Take the three staged files into the build store and queue validation.
+
+    1. Cheap checks that need no reading of the archive: file names, name, sizes, the .md5
+       file against the md5 computed while receiving. A failure raises BuildRejected and
+       changes nothing (the caller discards the staged files).
+    2. Move (rename) the files into a fresh folder of the build store.
+    3. Create the row and its audit event; validation is enqueued after commit.
+    """
+    match = TARBALL_RE.match(tarball.original_name)
+    if not match:
+        raise BuildRejected("tarball_name", file=tarball.original_name)
+    name = (name or "").strip() or match["prefix"]
+    build_name_check(name)
+    for field, staged in (("tarball", tarball), ("md5", md5_file), ("contents", contents)):
+        if staged.size == 0:
+            raise BuildRejected("file_empty", field=field, file=staged.original_name)
+    if contents_hash.strip():
+        contents_hash = checks.normalise_contents_hash(contents_hash)
+    tarball_name = f"{name}-tree.tar.{match['ext']}"
+    # The .md5 file was written for the name the builder gave the archive.
+    declared, bare = checks.parse_md5_file(md5_file.path.read_bytes(), tarball.original_name)
+    if declared != tarball.md5:
+        raise BuildRejected("md5_mismatch", declared=declared, actual=tarball.md5)
+
+    store_dir = f"{name}-{secrets.token_hex(4)}"
+    folder = settings.BUILD_STORE_DIR / store_dir
+    folder.mkdir(parents=True)
+    try:
+        for staged, target in (
+            (tarball, tarball_name),
+            (md5_file, "uploaded.md5"),
+            (contents, f"{name}.contents"),
+        ):
+            # Temporary files are private (0600); published files must be readable by
+            # the rsync daemon that school servers pull from.
+            os.chmod(staged.path, PUBLISHED_FILE_MODE)
+            os.rename(staged.path, folder / target)
+        _fsync_dir(folder)
+        with transaction.atomic():
+            build = Build.objects.create(
+                name=name,
+                compression=match["ext"],
+                original_filename=tarball.original_name,
+                size=tarball.size,
+                md5=tarball.md5,
+                sha256=tarball.sha256,
+                declared_md5=declared,
+                md5_file_bare=bare,
+                contents_size=contents.size,
+                contents_sha256=contents.sha256,
+                entered_contents_hash=contents_hash,
+                store_dir=store_dir,
+                uploaded_by=acting_user,
+                progress_total=tarball.size,
+            )
+            _audit(
+                build=build,
+                actor=acting_user,
+                action="upload",
+                code="uploaded",
+                params={"file": tarball.original_name, "size": tarball.size, "via": via},
+                to_status=BuildStatus.UPLOADED,
+            )
+            if bare:
+                _audit(build=build, actor=acting_user, action="note", code="md5_bare")
+            _enqueue_validation(build.pk)
+    except IntegrityError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise BuildRejected("name_taken", name=name) from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return build
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- Validation ------------------------------------------------------------------------------
+
+
+def build_validate(*, build_id) -> bool:
+    """Run every check on an uploaded build; a failure is a state, not an exception.
+
+    1. Claim the build (uploaded → validating); if someone else has it, do nothing.
+    2. Check the .md5 file again, read the whole archive as a stream (layout, limits,
+       manifest), check the .contents file, and compute the contents hash if configured.
+    3. valid (publication enqueued) or invalid with the reason.
+    """
+    claimed = Build.objects.filter(pk=build_id, status=BuildStatus.UPLOADED).update(
+        status=BuildStatus.VALIDATING,
+        attempts=F("attempts") + 1,
+        progress_phase=Phase.CHECKSUM,
+        progress_at=timezone.now(),
+    )
+    if not claimed:
+        return False
+    build = Build.objects.get(pk=build_id)
+    _audit(
+        build=build,
+        actor=None,
+        action="status",
+        from_status=BuildStatus.UPLOADED,
+        to_status=BuildStatus.VALIDATING,
+    )
+    try:
+        result = _run_checks(build)
+    except (OSError, DatabaseError):
+        # Not the build's fault (a disk or database hiccup): hand it back for the retry.
+        Build.objects.filter(pk=build_id, status=BuildStatus.VALIDATING).update(
+            status=BuildStatus.UPLOADED, progress_phase=Phase.QUEUED
+        )
+        raise
+    except BuildRejected as rejection:
+        _transition(
+            build_id,
+            from_statuses=[BuildStatus.VALIDATING],
+            to=BuildStatus.INVALID,
+            code=rejection.code,
+            params=rejection.params,
+            progress_phase=Phase.DONE,
+            validated_at=timezone.now(),
+        )
+        return True
+    scan, hash_fields = result
+    with transaction.atomic():
+        BuildManifest.objects.update_or_create(
+            build=build, defaults={"data": scan.manifest, "entries": scan.members}
+        )
+        done = _transition(
+            build_id,
+            from_statuses=[BuildStatus.VALIDATING],
+            to=BuildStatus.VALID,
+            code="valid",
+            pristine_id=scan.pristine_id,
+            member_count=scan.members,
+            unpacked_size=scan.unpacked_size,
+            validated_at=timezone.now(),
+            progress_phase=Phase.QUEUED,
+            progress_done=0,
+            progress_total=build.size,
+            progress_at=timezone.now(),
+            attempts=0,
+            **hash_fields,
+        )
+        if done:
+            _enqueue_publication(build_id)
+    return True
+
+
+def _run_checks(build):
+    if not build.stored_tarball.is_file():
+        raise BuildRejected("publish_source_missing", file=build.tarball_name)
+    progress = Progress(build.pk, Phase.CHECKSUM, build.size)
+    declared, _bare = checks.parse_md5_file(
+        build.stored_md5_file.read_bytes(), build.original_filename
+    )
+    if declared != build.md5:
+        raise BuildRejected("md5_mismatch", declared=declared, actual=build.md5)
+
+    progress = Progress(build.pk, Phase.ARCHIVE, build.size)
+    scan = archive.scan_archive(
+        build.stored_tarball,
+        build.compression,
+        max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
+        max_members=settings.MAX_ARCHIVE_MEMBERS,
+        progress=progress,
+    )
+    progress.report(build.size, force=True)
+
+    Progress(build.pk, Phase.CONTENTS, build.contents_size)
+    checks.check_contents(build.stored_contents, max_bytes=settings.MAX_CONTENTS_BYTES)
+    return scan, _contents_hash_fields(build)
+
+
+def _contents_hash_fields(build) -> dict:
+    entered = build.entered_contents_hash
+    if not settings.CONTENTS_HASH_COMMAND:
+        if entered:
+            return {"contents_hash": entered, "contents_hash_source": HashSource.ENTERED}
+        return {}
+    Progress(build.pk, Phase.CONTENTS_HASH, 0)
+    try:
+        computed = checks.run_contents_hash_command(
+            settings.CONTENTS_HASH_COMMAND,
+            build.stored_contents,
+            timeout=settings.CONTENTS_HASH_TIMEOUT,
+        )
+    except checks.HashCommandUnavailable as problem:
+        # Not the build's fault: keep what staff entered and say why nothing was computed.
+        _audit(build=build, actor=None, action="note", code=problem.code, params=problem.params)
+        fields = {"contents_hash_note": problem.code}
+        if entered:
+            fields |= {"contents_hash": entered, "contents_hash_source": HashSource.ENTERED}
+        return fields
+    if entered and entered != computed:
+        raise BuildRejected("hash_mismatch", entered=entered, computed=computed)
+    return {
+        "contents_hash": computed,
+        "contents_hash_source": HashSource.BOTH if entered else HashSource.COMMAND,
+        "contents_hash_note": "",
+    }
+
+
+# --- Publication -----------------------------------------------------------------------------
+
+
+def build_publish(*, build_id) -> bool:
+    """Place a valid build's four files in the puppet content folder.
+
+    1. Claim the build (valid → publishing); if someone else has it, do nothing.
+    2. `publishing.publish_files`: temp names, fsync, no-overwrite links, md5 re-verified in
+       place, `.name` last.
+    3. published, or publish_failed with the reason (retry from the build page).
+    """
+    claimed = Build.objects.filter(pk=build_id, status=BuildStatus.VALID).update(
+        status=BuildStatus.PUBLISHING,
+        attempts=F("attempts") + 1,
+        progress_phase=Phase.PUBLISHING,
+        progress_at=timezone.now(),
+    )
+    if not claimed:
+        return False
+    build = Build.objects.get(pk=build_id)
+    _audit(
+        build=build,
+        actor=None,
+        action="status",
+        from_status=BuildStatus.VALID,
+        to_status=BuildStatus.PUBLISHING,
+    )
+    progress = Progress(build.pk, Phase.VERIFYING, build.size)
+    try:
+        publishing.publish_files(
+            dest_dir=settings.PUPPETCONTENT_OS_DIR,
+            name=build.name,
+            tarball=build.stored_tarball,
+            tarball_name=build.tarball_name,
+            md5=build.md5,
+            contents=build.stored_contents,
+            contents_name=build.contents_name,
+            progress=progress,
+        )
+    except BuildRejected as failure:
+        _transition(
+            build_id,
+            from_statuses=[BuildStatus.PUBLISHING],
+            to=BuildStatus.PUBLISH_FAILED,
+            code=failure.code,
+            params=failure.params,
+            progress_phase=Phase.DONE,
+        )
+        return True
+    _transition(
+        build_id,
+        from_statuses=[BuildStatus.PUBLISHING],
+        to=BuildStatus.PUBLISHED,
+        code="published",
+        params={"folder": str(settings.PUPPETCONTENT_OS_DIR)},
+        published_at=timezone.now(),
+        progress_phase=Phase.DONE,
+        progress_done=build.size,
+        attempts=0,
+    )
+    return True
+
+
+def build_retry_publication(*, build: Build, acting_user) -> bool:
+    done = _transition(
+        build.pk,
+        from_statuses=[BuildStatus.PUBLISH_FAILED],
+        to=BuildStatus.VALID,
+        actor=acting_user,
+        code="retry",
+        progress_phase=Phase.QUEUED,
+        progress_done=0,
+        progress_at=timezone.now(),
+        attempts=0,
+    )
+    if done:
+        _enqueue_publication(build.pk)
+    return done
+
+
+# --- Contents hash ---------------------------------------------------------------------------
+
+
+def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
+    """Record the contents hash computed on an XO (needed to promote, not to publish)."""
+    value = checks.normalise_contents_hash(value)
+    computed = build.contents_hash_source in (HashSource.COMMAND, HashSource.BOTH)
+    if computed and value != build.contents_hash:
+        raise BuildRejected("hash_mismatch", entered=value, computed=build.contents_hash)
+    with transaction.atomic():
+        changed = Build.objects.filter(pk=build.pk, status__in=HASH_EDITABLE_STATUSES).update(
+            contents_hash=value,
+            contents_hash_source=HashSource.BOTH if computed else HashSource.ENTERED,
+            entered_contents_hash=value,
+        )
+        if not changed:
+            raise TransitionRefused(build.status)
+        _audit(
+            build=build,
+            actor=acting_user,
+            action="contents_hash",
+            code="hash_set",
+            params={"value": value},
+        )
+    build.refresh_from_db()
+    return build
+
+
+# --- Sweeper ---------------------------------------------------------------------------------
+
+
+def sweep_stuck_builds(*, now=None) -> dict:
+    """Re-enqueue work a broker outage or a killed worker left behind; give up after
+    SWEEPER_MAX_ATTEMPTS tries so a build that kills its worker cannot loop forever."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.SWEEPER_STALE_AFTER)
+    limit = settings.SWEEPER_MAX_ATTEMPTS
+    seconds = settings.SWEEPER_STALE_AFTER
+    counts = {"validate": 0, "publish": 0, "abandoned": 0}
+
+    for build_id in Build.objects.filter(
+        status=BuildStatus.UPLOADED, progress_at__lt=stale
+    ).values_list("pk", flat=True):
+        Build.objects.filter(pk=build_id).update(progress_at=now)
+        _enqueue_validation(build_id)
+        counts["validate"] += 1
+
+    for build_id in Build.objects.filter(
+        status=BuildStatus.VALID, progress_at__lt=stale
+    ).values_list("pk", flat=True):
+        Build.objects.filter(pk=build_id).update(progress_at=now)
+        _enqueue_publication(build_id)
+        counts["publish"] += 1
+
+    stuck = Build.objects.filter(
+        status__in=[BuildStatus.VALIDATING, BuildStatus.PUBLISHING], progress_at__lt=stale
+    ).values_list("pk", "status", "attempts")
+    for build_id, status, attempts in stuck:
+        validating = status == BuildStatus.VALIDATING
+        if attempts >= limit:
+            _transition(
+                build_id,
+                from_statuses=[status],
+                to=BuildStatus.INVALID if validating else BuildStatus.PUBLISH_FAILED,
+                code="validation_abandoned" if validating else "publish_abandoned",
+                params={"attempts": attempts},
+                progress_phase=Phase.DONE,
+            )
+            counts["abandoned"] += 1
+            continue
+        back = BuildStatus.UPLOADED if validating else BuildStatus.VALID
+        if _transition(
+            build_id,
+            from_statuses=[status],
+            to=back,
+            code="requeued",
+            params={"seconds": seconds},
+            progress_phase=Phase.QUEUED,
+            progress_at=now,
+        ):
+            if validating:
+                _enqueue_validation(build_id)
+            else:
+                _enqueue_publication(build_id)
+            counts["validate" if validating else "publish"] += 1
+    return counts

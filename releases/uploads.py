@@ -1,0 +1,195 @@
+"""Receiving build files: streamed to disk with their checksums computed on the way in.
+
+`HashingUploadHandler` replaces Django's upload handlers for the upload form and the API:
+each file goes straight into `UPLOAD_TEMP_DIR` (same filesystem as the build store, so it
+is later renamed, not copied) while md5 and sha256 are updated chunk by chunk. Memory stays
+flat whatever the size, and nothing reads the file a second time.
+"""
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpload
+
+FIELDS = ("tarball", "md5", "contents")
+CHUNK = 1024 * 1024
+MD5_FILE_LIMIT = 64 * 1024
+
+
+def field_limits() -> dict[str, int]:
+    return {
+        "tarball": settings.MAX_BUILD_BYTES,
+        "md5": MD5_FILE_LIMIT,
+        "contents": settings.MAX_CONTENTS_BYTES,
+    }
+
+
+def request_size_limit() -> int:
+    # The three files plus generous room for the multipart framing and small fields.
+    return sum(field_limits().values()) + 1024 * 1024
+
+
+@dataclass
+class StagedFile:
+    """A file on disk with what we learned while writing it."""
+
+    path: Path
+    original_name: str
+    size: int
+    md5: str
+    sha256: str
+
+    def discard(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+class HashingWriter:
+    """Writes a temporary file in `folder` and hashes every byte written."""
+
+    def __init__(self, folder: Path, limit: int):
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-")
+        self.file = os.fdopen(fd, "wb", buffering=0)
+        self.path = Path(name)
+        self.limit = limit
+        self.size = 0
+        self.md5 = hashlib.md5(usedforsecurity=False)
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data: bytes) -> bool:
+        """False, with nothing written, once the limit would be passed."""
+        if self.size + len(data) > self.limit:
+            return False
+        self.md5.update(data)
+        self.sha256.update(data)
+        self.file.write(data)
+        self.size += len(data)
+        return True
+
+    def finish(self, original_name: str) -> StagedFile:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        return StagedFile(
+            path=self.path,
+            original_name=original_name,
+            size=self.size,
+            md5=self.md5.hexdigest(),
+            sha256=self.sha256.hexdigest(),
+        )
+
+    def abort(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def stage_local_file(source: Path, original_name: str, limit: int) -> StagedFile:
+    """Copy a file already on disk (the CLI import) into the upload folder, hashing it on the
+    way; one read of the source, one write."""
+    writer = HashingWriter(Path(settings.UPLOAD_TEMP_DIR), limit)
+    try:
+        with open(source, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                if not writer.write(chunk):
+                    writer.abort()
+                    raise OverflowError(original_name)
+        return writer.finish(original_name)
+    except BaseException:
+        writer.abort()
+        raise
+
+
+class StagedUpload(UploadedFile):
+    """What `request.FILES` holds for our fields: the staged file, already hashed."""
+
+    def __init__(self, staged: StagedFile, content_type: str):
+        super().__init__(
+            file=None, name=staged.original_name, content_type=content_type, size=staged.size
+        )
+        self.staged = staged
+
+    def temporary_file_path(self):
+        return str(self.staged.path)
+
+    def open(self, mode="rb"):
+        self.file = open(self.staged.path, mode)  # noqa: SIM115 - closed by UploadedFile
+        return self
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+
+
+class HashingUploadHandler(FileUploadHandler):
+    """Streams the build's three files to disk and records a problem on the request
+    (`request.upload_problem`) instead of raising, so the view can answer precisely."""
+
+    chunk_size = CHUNK
+
+    def __init__(self, request=None):
+        super().__init__(request)
+        self.writer = None
+        self.limits = field_limits()
+        request.upload_problem = None
+        request.staged_files = []
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        if content_length and content_length > request_size_limit():
+            self.request.upload_problem = ("too_large", "tarball")
+            raise StopUpload(connection_reset=True)
+
+    def new_file(self, field_name, file_name, content_type, content_length, *args, **kwargs):
+        super().new_file(field_name, file_name, content_type, content_length, *args, **kwargs)
+        if field_name not in self.limits:
+            raise SkipFile
+        self.writer = HashingWriter(Path(settings.UPLOAD_TEMP_DIR), self.limits[field_name])
+
+    def receive_data_chunk(self, raw_data, start):
+        if not self.writer.write(raw_data):
+            self.writer.abort()
+            self.writer = None
+            self.request.upload_problem = ("too_large", self.field_name)
+            raise StopUpload(connection_reset=True)
+        return None
+
+    def file_complete(self, file_size):
+        staged = self.writer.finish(os.path.basename(self.file_name or ""))
+        self.writer = None
+        self.request.staged_files.append(staged)
+        return StagedUpload(staged, self.content_type)
+
+    def upload_interrupted(self):
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+
+
+def discard_staged(request) -> None:
+    """Remove whatever the handler staged and the service did not take."""
+    for staged in getattr(request, "staged_files", []):
+        staged.discard()
+
+
+def error_field(code: str, params: dict) -> str:
+    """Which form field a rejection belongs to, so the message appears beside it."""
+    if code in ("file_empty", "file_missing"):
+        return params.get("field", "__all__")
+    if code in ("tarball_name", "too_large"):
+        return "tarball"
+    for prefix, field in (
+        ("name_", "name"),
+        ("md5_", "md5"),
+        ("hash_", "contents_hash"),
+        ("contents_", "contents"),
+    ):
+        if code.startswith(prefix):
+            return field
+    return "__all__"

@@ -1,0 +1,155 @@
+import os
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.urls import reverse
+
+from releases.models import Build, BuildStatus
+
+from ..factories import PASSWORD, write_build
+
+URL = reverse("releases:build_upload")
+
+
+def leftover_uploads():
+    folder = settings.UPLOAD_TEMP_DIR
+    return os.listdir(folder) if folder.exists() else []
+
+
+def login(client, user):
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def csrf_client():
+    return Client(enforce_csrf_checks=True)
+
+
+def post_build(client, folder, *, name="py801-2", extra=None, **files):
+    tarball, md5, contents = write_build(folder, name, **files)
+    # A real browser sends the token from the page: fetch it the same way.
+    client.get(URL)
+    token = client.cookies["csrftoken"].value
+    with open(tarball, "rb") as t, open(md5, "rb") as m, open(contents, "rb") as c:
+        data = {"tarball": t, "md5": m, "contents": c, **(extra or {})}
+        return client.post(URL, data, HTTP_X_CSRFTOKEN=token)
+
+
+def test_it_shows_the_upload_form_to_an_uploader(client, cast):
+    response = login(client, cast.alice).get(URL)
+    assert response.status_code == 200
+    assert b'name="tarball"' in response.content
+
+
+@pytest.mark.parametrize("who", ["carol", "dave", "eve"])
+def test_it_refuses_the_upload_form_to_other_roles(client, cast, who):
+    response = login(client, getattr(cast, who)).get(URL)
+    assert response.status_code == 403
+
+
+def test_it_sends_anonymous_visitors_to_the_login_page(client, db):
+    response = client.get(URL)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_it_accepts_an_upload_and_redirects_to_the_build_page(csrf_client, cast, tmp_path):
+    response = post_build(login(csrf_client, cast.alice), tmp_path / "in")
+    build = Build.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("releases:build_detail", args=[build.name])
+    assert build.status == BuildStatus.UPLOADED
+    assert build.uploaded_by == cast.alice
+    # Staged files were moved into the store, not left behind.
+    assert leftover_uploads() == []
+
+
+def test_it_answers_htmx_with_a_client_redirect(csrf_client, cast, tmp_path):
+    login(csrf_client, cast.alice)
+    tarball, md5, contents = write_build(tmp_path / "in", "py801-3")
+    csrf_client.get(URL)
+    token = csrf_client.cookies["csrftoken"].value
+    with open(tarball, "rb") as t, open(md5, "rb") as m, open(contents, "rb") as c:
+        response = csrf_client.post(
+            URL,
+            {"tarball": t, "md5": m, "contents": c},
+            HTTP_X_CSRFTOKEN=token,
+            HTTP_HX_REQUEST="true",
+        )
+    assert response.status_code == 200
+    assert response["HX-Redirect"] == reverse("releases:build_detail", args=["py801-3"])
+
+
+def test_it_refuses_an_upload_without_the_csrf_token(csrf_client, cast, tmp_path):
+    login(csrf_client, cast.alice)
+    tarball, md5, contents = write_build(tmp_path / "in")
+    with open(tarball, "rb") as t, open(md5, "rb") as m, open(contents, "rb") as c:
+        response = csrf_client.post(URL, {"tarball": t, "md5": m, "contents": c})
+    assert response.status_code == 403
+    assert not Build.objects.exists()
+    assert leftover_uploads() == []
+
+
+def test_it_shows_a_specific_message_for_a_checksum_mismatch(csrf_client, cast, tmp_path):
+    response = post_build(
+        login(csrf_client, cast.alice),
+        tmp_path / "in",
+        md5_text=f"{'f' * 32}  py801-2-tree.tar.bz2\n",
+    )
+    assert response.status_code == 400
+    assert "ffffffffffffffffffffffffffffffff" in response.content.decode()
+    assert not Build.objects.exists()
+    assert leftover_uploads() == []
+
+
+def test_it_shows_the_message_in_english_when_asked(csrf_client, cast, tmp_path):
+    login(csrf_client, cast.alice)
+    csrf_client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    response = post_build(csrf_client, tmp_path / "in", extra={"name": "bad name"})
+    assert response.status_code == 400
+    assert "Use 1 to 64 letters" in response.content.decode()
+
+
+def test_it_shows_the_message_in_spanish_by_default(csrf_client, cast, tmp_path):
+    response = post_build(
+        login(csrf_client, cast.alice), tmp_path / "in", extra={"name": "bad name"}
+    )
+    assert response.status_code == 400
+    assert "Use de 1 a 64 letras" in response.content.decode()
+
+
+def test_it_refuses_an_archive_over_the_size_limit_while_streaming(
+    csrf_client, cast, tmp_path, settings
+):
+    settings.MAX_BUILD_BYTES = 1000
+    response = post_build(login(csrf_client, cast.alice), tmp_path / "in", tarball=os.urandom(5000))
+    assert response.status_code == 400
+    assert "1000" in response.content.decode()
+    assert not Build.objects.exists()
+    assert leftover_uploads() == []
+
+
+def test_it_refuses_a_file_that_is_not_a_build_archive(csrf_client, cast, tmp_path):
+    login(csrf_client, cast.alice)
+    (tmp_path / "notes.txt").write_text("hello")
+    _tarball, md5, contents = write_build(tmp_path / "in")
+    csrf_client.get(URL)
+    token = csrf_client.cookies["csrftoken"].value
+    with open(tmp_path / "notes.txt", "rb") as t, open(md5, "rb") as m, open(contents, "rb") as c:
+        response = csrf_client.post(
+            URL, {"tarball": t, "md5": m, "contents": c}, HTTP_X_CSRFTOKEN=token
+        )
+    assert response.status_code == 400
+    assert "notes.txt" in response.content.decode()
+    assert not Build.objects.exists()
+
+
+def test_it_reports_each_missing_file(csrf_client, cast):
+    login(csrf_client, cast.alice)
+    csrf_client.get(URL)
+    token = csrf_client.cookies["csrftoken"].value
+    response = csrf_client.post(URL, {"name": "py1"}, HTTP_X_CSRFTOKEN=token)
+    assert response.status_code == 400
+    assert response.content.decode().count('data-field="') == 3
