@@ -203,6 +203,43 @@ CONTENTS_HASH_TIMEOUT = _positive_int("CONTENTS_HASH_TIMEOUT", 120)
 if CONTENTS_HASH_COMMAND and not any("{path}" in arg for arg in CONTENTS_HASH_COMMAND):
     raise ImproperlyConfigured("CONTENTS_HASH_COMMAND must contain {path} in one of its arguments")
 
+# --- oatslite and promotion -----------------------------------------------------------------
+
+OATSLITE_UPDATES_CFG = Path(
+    env.str("OATSLITE_UPDATES_CFG", default=str(PORTAL_DATA_DIR / "oatslite" / "updates.cfg"))
+)
+OATSLITE_ENTRY_TEMPLATE = env.str("OATSLITE_ENTRY_TEMPLATE", default="")
+if OATSLITE_ENTRY_TEMPLATE and not Path(OATSLITE_ENTRY_TEMPLATE).is_file():
+    raise ImproperlyConfigured(f"OATSLITE_ENTRY_TEMPLATE: {OATSLITE_ENTRY_TEMPLATE} is not a file")
+OATSLITE_PRIORITIES = [
+    p.strip() for p in _env_value("OATSLITE_PRIORITIES", env.list, default=["normal"]) if p.strip()
+]
+if not OATSLITE_PRIORITIES:
+    raise ImproperlyConfigured("OATSLITE_PRIORITIES must name at least one priority")
+OATSLITE_RESTART_COMMAND = _argv("OATSLITE_RESTART_COMMAND")
+OATSLITE_HEALTHCHECK_COMMAND = _argv("OATSLITE_HEALTHCHECK_COMMAND")
+OATSLITE_COMMAND_TIMEOUT = _positive_int("OATSLITE_COMMAND_TIMEOUT", 60)
+SCHOOLSERVER_UPDATE_URL = env.str(
+    "SCHOOLSERVER_UPDATE_URL", default="rsync://schoolserver/build-{name}"
+)
+if "{name}" not in SCHOOLSERVER_UPDATE_URL:
+    raise ImproperlyConfigured("SCHOOLSERVER_UPDATE_URL must contain {name}")
+PROMOTION_MIN_COVERAGE = _env_value("PROMOTION_MIN_COVERAGE", env.float, default=0.9)
+if not 0 <= PROMOTION_MIN_COVERAGE <= 1:
+    raise ImproperlyConfigured(
+        f"PROMOTION_MIN_COVERAGE must be between 0 and 1, not {PROMOTION_MIN_COVERAGE}"
+    )
+ALLOW_SELF_APPROVAL = _env_value("ALLOW_SELF_APPROVAL", env.bool, default=False)
+# Approvers are e-mailed when a deployment fails or everything stops being offered.
+EMAIL_BACKEND = env.str(
+    "DJANGO_EMAIL_BACKEND",
+    default="django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend",
+)
+EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
+DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="xo-portal@localhost")
+
 # --- Celery ---------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -229,7 +266,10 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # sends the message later.
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.3}
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"releases.tasks.publish_build": {"queue": "mothership"}}
+CELERY_TASK_ROUTES = {
+    "releases.tasks.publish_build": {"queue": "mothership"},
+    "releases.tasks.apply_deployments": {"queue": "mothership"},
+}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True

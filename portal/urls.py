@@ -14,7 +14,7 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
-    path("builds/", include("releases.urls")),
+    path("", include("releases.urls")),
     path("api/builds/", releases_api.builds, name="api_builds"),
     path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
     path("admin/", admin.site.urls),

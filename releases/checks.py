@@ -6,14 +6,12 @@ hash command that cannot run at all: that is the host's fault, not the build's.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import signal
-import subprocess
 
+from portal import commands
 from releases.reasons import BuildRejected, render
 
 BOM = b"\xef\xbb\xbf"
@@ -137,34 +135,13 @@ def run_contents_hash_command(argv_template: list[str], path, *, timeout: int) -
     if not argv_template:
         raise HashCommandUnavailable("no command is configured")
     argv = [arg.replace("{path}", os.fspath(path)) for arg in argv_template]
-    try:
-        # Its own process group, so a timeout also kills whatever the command started and
-        # nothing keeps the output pipes open.
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        raise HashCommandUnavailable(f"{argv[0]}: {exc.strerror or exc}") from None
-    with proc:
-        try:
-            stdout, stderr = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            proc.communicate()
-            raise HashCommandUnavailable(f"no answer after {timeout} seconds") from None
-    if proc.returncode != 0:
-        error = stderr.decode("utf-8", "replace")[-SHOWN_STDERR:].strip()
-        raise BuildRejected("hash_command_failed", status=proc.returncode, stderr=error)
-    output = stdout.decode("utf-8", "replace").strip()
+    result = commands.run(argv, timeout=timeout)
+    if result.status is None:
+        raise HashCommandUnavailable(result.problem)
+    if not result.ok:
+        error = result.stderr[-SHOWN_STDERR:].strip()
+        raise BuildRejected("hash_command_failed", status=result.status, stderr=error)
+    output = result.stdout.strip()
     if not output:
         raise BuildRejected("hash_command_empty")
     return normalise_contents_hash(output.splitlines()[0])
-
-
-def _kill_group(proc: subprocess.Popen):
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)

@@ -36,3 +36,23 @@ class UploadForm(forms.Form):
 
 class ContentsHashForm(forms.Form):
     contents_hash = forms.CharField(label=_("Contents hash"), max_length=128)
+
+
+class PromoteForm(forms.Form):
+    priority = forms.ChoiceField(label=_("Priority"))
+    reason = forms.CharField(
+        label=_("Reason"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Required when fewer school servers than the minimum are known to have it."),
+    )
+
+    def __init__(self, *args, priorities, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["priority"].choices = [(p, p) for p in priorities]
+
+
+class StopAllForm(forms.Form):
+    reason = forms.CharField(
+        label=_("Reason"), widget=forms.Textarea(attrs={"rows": 2}), max_length=2000
+    )

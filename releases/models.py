@@ -255,3 +255,165 @@ class AuditEvent(models.Model):
     @property
     def to_label(self):
         return self.status_label(self.to_status)
+
+
+class OfferedEntryQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(active=True).order_by("position", "id")
+
+
+class OfferedEntry(models.Model):
+    """One entry of oatslite's updates.cfg. The active entries, in `position` order, are
+    what the file should say; `updates_cfg.render` turns them into the file."""
+
+    section = models.CharField(
+        _("section"), max_length=200, help_text=_("The [header]: the build's contents hash.")
+    )
+    build = models.ForeignKey(
+        Build, null=True, blank=True, on_delete=models.PROTECT, related_name="offers"
+    )
+    name = models.CharField(_("name"), max_length=200, blank=True)
+    priority = models.CharField(_("priority"), max_length=50, blank=True)
+    update_path = models.CharField(_("update path"), max_length=500, blank=True)
+    # Imported entries keep their exact text; templated ones have none ("").
+    text = models.TextField(blank=True)
+    legacy = models.BooleanField(
+        default=False,
+        help_text=_("Imported from a hand-written file; the portal never saw its build."),
+    )
+    active = models.BooleanField(default=True, db_index=True)
+    position = models.BigIntegerField(db_index=True)
+    promoted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    # A copy of the build's uploader, so the database itself can refuse self-approval.
+    build_uploader = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    self_approved = models.BooleanField(default=False)
+    coverage = models.FloatField(null=True, blank=True)
+    reason = models.TextField(_("reason"), blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    withdrawn_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OfferedEntryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("offered entry")
+        verbose_name_plural = _("offered entries")
+        ordering = ["position", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(self_approved=True)
+                | models.Q(promoted_by__isnull=True)
+                | models.Q(build_uploader__isnull=True)
+                | ~models.Q(promoted_by=models.F("build_uploader")),
+                name="offered_entry_four_eyes",
+                violation_error_message=_("An approver cannot promote a build they uploaded."),
+            ),
+            models.UniqueConstraint(
+                fields=["section"],
+                condition=models.Q(active=True),
+                name="offered_entry_one_active_per_section",
+            ),
+        ]
+
+    def __str__(self):
+        return f"[{self.section}] {self.name}"
+
+
+class OatsliteState(models.Model):
+    """The one row holding what the database knows of updates.cfg besides its entries."""
+
+    preamble = models.TextField(
+        blank=True, help_text=_("Text before the first entry, kept verbatim.")
+    )
+
+    class Meta:
+        verbose_name = _("oatslite settings")
+
+    def __str__(self):
+        return "oatslite"
+
+    @classmethod
+    def get(cls):
+        return cls.objects.get_or_create(pk=1)[0]
+
+
+class DeploymentStatus(models.TextChoices):
+    PENDING = "pending", _("Waiting")
+    RUNNING = "running", _("Applying")
+    SUCCEEDED = "succeeded", _("Deployed")
+    FAILED = "failed", _("Failed, previous file restored")
+    DRIFT = "drift", _("Stopped: the file was edited by hand")
+    COALESCED = "coalesced", _("Applied together with a later request")
+
+
+class DeploymentAction(models.TextChoices):
+    PROMOTE = "promote", _("Promotion")
+    WITHDRAW = "withdraw", _("Withdrawal")
+    STOP_ALL = "stop_all", _("Emergency stop")
+    ROLLBACK = "rollback", _("Rollback")
+    OVERWRITE = "overwrite", _("Overwrite of hand edits")
+    IMPORT = "import", _("Import of the hand-written file")
+
+
+class DeploymentQuerySet(models.QuerySet):
+    def last_deployed(self):
+        """The deployment whose content should be on disk now."""
+        return (
+            self.filter(status=DeploymentStatus.SUCCEEDED).order_by("-finished_at", "-id").first()
+        )
+
+
+class Deployment(models.Model):
+    """One request to change updates.cfg, and what happened when it was applied."""
+
+    action = models.CharField(_("action"), max_length=20, choices=DeploymentAction.choices)
+    build = models.ForeignKey(
+        Build, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField(_("requested at"), default=timezone.now)
+    reason = models.TextField(blank=True)
+    force = models.BooleanField(
+        default=False, help_text=_("Overwrite a file that was edited by hand.")
+    )
+    # Entry ids this request activated and deactivated, so a failure can undo it.
+    changes = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        _("status"),
+        max_length=20,
+        choices=DeploymentStatus.choices,
+        default=DeploymentStatus.PENDING,
+        db_index=True,
+    )
+    coalesced_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    content = models.TextField(blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    # None: there was no file (different from an empty one).
+    previous_content = models.TextField(null=True, blank=True)  # noqa: DJ001
+    diff = models.TextField(blank=True)
+    active_ids = models.JSONField(default=list, blank=True)
+    outputs = models.JSONField(default=list, blank=True)
+    restart_skipped = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeploymentQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("deployment")
+        verbose_name_plural = _("deployments")
+        ordering = ["-requested_at", "-id"]
+
+    def __str__(self):
+        return f"#{self.pk} {self.action} {self.status}"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status not in (DeploymentStatus.PENDING, DeploymentStatus.RUNNING)

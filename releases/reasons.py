@@ -104,6 +104,46 @@ MESSAGES = {
     "publish_abandoned": _(
         "Publication did not finish after %(attempts)s attempts (a worker stopped each time)."
     ),
+    # Promotion and deployments.
+    "promote_not_approver": _("Only approvers may change what is offered to the laptops."),
+    "promote_own_build": _(
+        "You uploaded this build, so another approver must promote it (four-eyes rule)."
+    ),
+    "promote_not_published": _("Only a published build can be promoted; this one is %(status)s."),
+    "promote_no_hash": _(
+        "The build has no contents hash yet; enter the hash computed on an XO first."
+    ),
+    "promote_priority": _("“%(priority)s” is not an allowed priority (%(allowed)s)."),
+    "promote_reason_required": _(
+        "Only %(coverage)s of the school servers are known to have this build (the minimum is "
+        "%(minimum)s); write why it should be offered anyway."
+    ),
+    "promote_duplicate_hash": _(
+        "An offered entry already uses the contents hash %(section)s (%(name)s)."
+    ),
+    "withdraw_not_offered": _("This build is not offered."),
+    "config_invalid": _("The resulting updates.cfg would not be valid: %(error)s"),
+    "rollback_not_deployed": _("Only a deployment that succeeded can be restored."),
+    "deploy_drift": _(
+        "updates.cfg was changed by hand since the portal last wrote it; import the hand "
+        "edits or overwrite them."
+    ),
+    "deploy_write_failed": _("Writing updates.cfg failed: %(error)s"),
+    "deploy_restart_failed": _(
+        "Restarting oatslite failed (%(problem)s); the previous updates.cfg was restored."
+    ),
+    "deploy_health_failed": _(
+        "oatslite's health check failed after the restart (%(problem)s); the previous "
+        "updates.cfg was restored."
+    ),
+    "deploy_undone": _("Undone because deployment #%(deployment)s failed."),
+    "promoted": _("Promoted with priority %(priority)s."),
+    "promoted_self": _("Promoted by its own uploader (ALLOW_SELF_APPROVAL is on)."),
+    "coverage_override": _("Promoted below the coverage minimum: %(reason)s"),
+    "withdrawn": _("Withdrawn from updates.cfg."),
+    "stopped_all": _("Everything stopped being offered (emergency stop)."),
+    "rolled_back": _("Restored to the updates.cfg of deployment #%(deployment)s."),
+    "imported": _("Imported from the hand-written updates.cfg."),
     # Audit trail.
     "uploaded": _("Uploaded %(file)s (%(size)s bytes) through %(via)s."),
     "requeued": _("Nobody was working on it after %(seconds)s seconds; queued again."),

@@ -26,6 +26,8 @@ from .models import (
     Build,
     BuildManifest,
     BuildStatus,
+    Deployment,
+    DeploymentStatus,
     HashSource,
     Phase,
 )
@@ -474,7 +476,7 @@ def sweep_stuck_builds(*, now=None) -> dict:
     stale = now - timedelta(seconds=settings.SWEEPER_STALE_AFTER)
     limit = settings.SWEEPER_MAX_ATTEMPTS
     seconds = settings.SWEEPER_STALE_AFTER
-    counts = {"validate": 0, "publish": 0, "abandoned": 0}
+    counts = {"validate": 0, "publish": 0, "abandoned": 0, "deploy": 0}
 
     for build_id in Build.objects.filter(
         status=BuildStatus.UPLOADED, progress_at__lt=stale
@@ -489,6 +491,18 @@ def sweep_stuck_builds(*, now=None) -> dict:
         Build.objects.filter(pk=build_id).update(progress_at=now)
         _enqueue_publication(build_id)
         counts["publish"] += 1
+
+    # Deployments: a request nobody picked up, or one a killed worker left running (the
+    # file lock died with it).
+    waiting = Deployment.objects.filter(
+        status__in=[DeploymentStatus.PENDING, DeploymentStatus.RUNNING], requested_at__lt=stale
+    )
+    if waiting.exists():
+        waiting.filter(status=DeploymentStatus.RUNNING).update(status=DeploymentStatus.PENDING)
+        from .tasks import apply_deployments
+
+        transaction.on_commit(apply_deployments.delay, robust=True)
+        counts["deploy"] = 1
 
     stuck = Build.objects.filter(
         status__in=[BuildStatus.VALIDATING, BuildStatus.PUBLISHING], progress_at__lt=stale

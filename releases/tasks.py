@@ -5,7 +5,7 @@ message is harmless."""
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
-from . import services
+from . import promotion, services
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -24,3 +24,9 @@ def publish_build(build_id: int) -> bool:
 @shared_task
 def sweep_stuck_builds() -> dict:
     return services.sweep_stuck_builds()
+
+
+@shared_task(**RETRY)
+def apply_deployments() -> int | None:
+    deployment = promotion.apply_deployments()
+    return deployment.pk if deployment else None

@@ -5,10 +5,18 @@ from . import views
 app_name = "releases"
 
 urlpatterns = [
-    path("", views.build_list, name="build_list"),
+    path("builds/", views.build_list, name="build_list"),
     path("upload/", views.build_upload, name="build_upload"),
-    path("<str:name>/", views.build_detail, name="build_detail"),
-    path("<str:name>/status/", views.build_status, name="build_status"),
-    path("<str:name>/contents-hash/", views.build_contents_hash, name="build_contents_hash"),
-    path("<str:name>/retry/", views.build_retry, name="build_retry"),
+    path("builds/<str:name>/", views.build_detail, name="build_detail"),
+    path("builds/<str:name>/status/", views.build_status, name="build_status"),
+    path("builds/<str:name>/contents-hash/", views.build_contents_hash, name="build_contents_hash"),
+    path("builds/<str:name>/retry/", views.build_retry, name="build_retry"),
+    path("builds/<str:name>/promote/", views.build_promote, name="build_promote"),
+    path("builds/<str:name>/withdraw/", views.build_withdraw, name="build_withdraw"),
+    path("deployments/", views.deployment_list, name="deployment_list"),
+    path("deployments/stop-all/", views.offers_stop_all, name="offers_stop_all"),
+    path("deployments/drift/", views.drift_resolve, name="drift_resolve"),
+    path("deployments/<int:pk>/", views.deployment_detail, name="deployment_detail"),
+    path("deployments/<int:pk>/status/", views.deployment_status, name="deployment_status"),
+    path("deployments/<int:pk>/rollback/", views.deployment_rollback, name="deployment_rollback"),
 ]

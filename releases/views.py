@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
@@ -11,10 +12,11 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import services
-from .forms import ContentsHashForm, UploadForm
-from .models import Build
+from . import promotion, services, updates_cfg
+from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
+from .models import Build, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import BuildRejected
+from .reasons import render as render_reason
 from .receive import install_handler, receive_build
 
 
@@ -110,3 +112,157 @@ def build_retry(request, name):
 
 def _can_edit(user) -> bool:
     return roles.has_role(user, roles.UPLOADERS) or roles.has_role(user, roles.APPROVERS)
+
+
+# --- Promotion ------------------------------------------------------------------------------
+
+
+def build_promote(request, name):
+    """Preview (GET) and confirm (POST) a promotion: the exact diff of updates.cfg, the
+    coverage, and the rules that apply, before anything changes."""
+    require_role(request, roles.APPROVERS)
+    build = get_object_or_404(Build.objects.with_people(), name=name)
+    priorities = settings.OATSLITE_PRIORITIES
+    form = PromoteForm(
+        request.POST or None, priorities=priorities, initial={"priority": priorities[0]}
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            deployment = promotion.build_promote(
+                build=build,
+                acting_user=request.user,
+                priority=form.cleaned_data["priority"],
+                reason=form.cleaned_data["reason"],
+            )
+        except promotion.PromotionRefused as refusal:
+            form.add_error(None, refusal.message)
+        else:
+            messages.success(
+                request,
+                _("%(name)s promoted; updates.cfg is being deployed.") % {"name": build.name},
+            )
+            return redirect("releases:deployment_detail", pk=deployment.pk)
+    priority = form.data.get("priority") or priorities[0]
+    if priority not in priorities:
+        priority = priorities[0]
+    preview = promotion.promotion_preview(build=build, priority=priority)
+    return render(
+        request,
+        "releases/build_promote.html",
+        {
+            "build": build,
+            "form": form,
+            "preview": preview,
+            "own_build": build.uploaded_by_id == request.user.pk
+            and not settings.ALLOW_SELF_APPROVAL,
+            "min_coverage": settings.PROMOTION_MIN_COVERAGE,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@require_POST
+def build_withdraw(request, name):
+    require_role(request, roles.APPROVERS)
+    build = get_object_or_404(Build, name=name)
+    try:
+        deployment = promotion.build_withdraw(build=build, acting_user=request.user)
+    except promotion.PromotionRefused as refusal:
+        messages.error(request, refusal.message)
+        return redirect("releases:build_detail", name=build.name)
+    messages.success(
+        request, _("%(name)s withdrawn; updates.cfg is being deployed.") % {"name": build.name}
+    )
+    return redirect("releases:deployment_detail", pk=deployment.pk)
+
+
+@require_GET
+def deployment_list(request):
+    deployments = Deployment.objects.select_related("requested_by", "build")
+    page = Paginator(deployments, 50).get_page(request.GET.get("page"))
+    last = Deployment.objects.last_deployed()
+    latest = Deployment.objects.order_by("-id").first()
+    return render(
+        request,
+        "releases/deployment_list.html",
+        {
+            "page": page,
+            "last": last,
+            "drift": latest if latest and latest.status == DeploymentStatus.DRIFT else None,
+            "offered": OfferedEntry.objects.active().select_related("build"),
+            "stop_form": StopAllForm(),
+            "is_approver": roles.has_role(request.user, roles.APPROVERS),
+        },
+    )
+
+
+def _deployment_context(request, pk):
+    deployment = get_object_or_404(
+        Deployment.objects.select_related("requested_by", "build", "coalesced_into"), pk=pk
+    )
+    return {
+        "deployment": deployment,
+        "is_approver": roles.has_role(request.user, roles.APPROVERS),
+    }
+
+
+@require_GET
+def deployment_detail(request, pk):
+    return render(request, "releases/deployment_detail.html", _deployment_context(request, pk))
+
+
+@require_GET
+def deployment_status(request, pk):
+    return render(request, "releases/_deployment.html", _deployment_context(request, pk))
+
+
+@require_POST
+def deployment_rollback(request, pk):
+    require_role(request, roles.APPROVERS)
+    target = get_object_or_404(Deployment, pk=pk)
+    try:
+        deployment = promotion.deployment_rollback(deployment=target, acting_user=request.user)
+    except promotion.PromotionRefused as refusal:
+        messages.error(request, refusal.message)
+        return redirect("releases:deployment_detail", pk=target.pk)
+    messages.success(request, _("Restoring the updates.cfg of deployment #%(pk)s.") % {"pk": pk})
+    return redirect("releases:deployment_detail", pk=deployment.pk)
+
+
+@require_POST
+def offers_stop_all(request):
+    require_role(request, roles.APPROVERS)
+    form = StopAllForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("Write why everything must stop being offered."))
+        return redirect("releases:deployment_list")
+    deployment = promotion.offers_stop_all(
+        acting_user=request.user, reason=form.cleaned_data["reason"]
+    )
+    messages.warning(request, _("Nothing is offered any more; updates.cfg is being deployed."))
+    return redirect("releases:deployment_detail", pk=deployment.pk)
+
+
+@require_POST
+def drift_resolve(request):
+    """After a hand edit: adopt the file on disk, or overwrite it with the database's."""
+    require_role(request, roles.APPROVERS)
+    choice = request.POST.get("choice")
+    if choice == "overwrite":
+        deployment = promotion.overwrite_drift(acting_user=request.user)
+        messages.warning(request, _("The hand edits will be overwritten."))
+        return redirect("releases:deployment_detail", pk=deployment.pk)
+    if choice == "import":
+        text = promotion.read_deployed_file()
+        if text is None:
+            messages.error(request, _("There is no updates.cfg on disk to import."))
+            return redirect("releases:deployment_list")
+        try:
+            deployment = promotion.updates_cfg_import(text=text, acting_user=request.user)
+        except updates_cfg.ConfigProblem as exc:
+            messages.error(request, render_reason("config_invalid", {"error": str(exc)}))
+            return redirect("releases:deployment_list")
+        messages.success(request, _("The hand-edited updates.cfg was imported."))
+        return redirect("releases:deployment_detail", pk=deployment.pk)
+    messages.error(request, _("Choose import or overwrite."))
+    return redirect("releases:deployment_list")

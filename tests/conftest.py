@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -9,8 +10,10 @@ from django.conf import settings as django_settings
 
 from portal import roles
 from portal.celery import app as celery_app
+from releases import services
+from releases.models import BuildStatus
 
-from .factories import make_user
+from .factories import make_user, stage, write_build
 
 
 @pytest.fixture(autouse=True)
@@ -76,8 +79,8 @@ def start_worker(transactional_db, tmp_path):
     procs = []
     log_path = tmp_path / "worker.log"
 
-    def start():
-        env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict))
+    def start(**extra_env):
+        env = dict(os.environ, DATABASE_URL=_database_url(connection.settings_dict), **extra_env)
         hostname = f"test-worker-{os.getpid()}-{len(procs)}@%h"
         log = open(log_path, "ab")  # noqa: SIM115 - the worker owns it until the end
         proc = subprocess.Popen(
@@ -134,3 +137,35 @@ def _host():
 @pytest.fixture
 def live_worker(start_worker):
     return start_worker()
+
+
+@pytest.fixture(autouse=True)
+def oatslite(settings, tmp_path):
+    settings.OATSLITE_UPDATES_CFG = tmp_path / "oatslite" / "updates.cfg"
+    settings.OATSLITE_RESTART_COMMAND = []
+    settings.OATSLITE_HEALTHCHECK_COMMAND = []
+    return settings.OATSLITE_UPDATES_CFG
+
+
+@pytest.fixture
+def published(cast, tmp_path):
+    """A published build uploaded by `uploader` (alice by default), with a contents hash."""
+
+    def _published(name=None, *, uploader=None, contents_hash=None):
+        name = name or f"py{uuid.uuid4().hex[:6]}"
+        paths = write_build(tmp_path / "in" / name, name)
+        staged = [stage(path, django_settings.UPLOAD_TEMP_DIR) for path in paths]
+        build = services.build_create(
+            acting_user=uploader or cast.alice,
+            tarball=staged[0],
+            md5_file=staged[1],
+            contents=staged[2],
+            contents_hash=contents_hash or uuid.uuid4().hex,
+        )
+        services.build_validate(build_id=build.pk)
+        services.build_publish(build_id=build.pk)
+        build.refresh_from_db()
+        assert build.status == BuildStatus.PUBLISHED, build.status_detail
+        return build
+
+    return _published

@@ -245,4 +245,9 @@ def test_the_sweeper_gives_up_after_the_attempt_cap(upload, settings):
 def test_the_sweeper_leaves_builds_that_are_making_progress_alone(upload):
     build = upload()
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.VALIDATING)
-    assert services.sweep_stuck_builds() == {"validate": 0, "publish": 0, "abandoned": 0}
+    assert services.sweep_stuck_builds() == {
+        "validate": 0,
+        "publish": 0,
+        "abandoned": 0,
+        "deploy": 0,
+    }

@@ -46,7 +46,7 @@ def test_an_uploader_sends_a_build_and_watches_it_get_published(
     )
     log_in(page, live_server, "ana")
 
-    page.goto(f"{live_server.url}/builds/upload/")
+    page.goto(f"{live_server.url}/upload/")
     assert page.locator("h1").inner_text() == "Subir una compilación"
     # The bar's value at each progress event, reported through the console so that it
     # survives the redirect to the build page.
@@ -99,7 +99,7 @@ def test_a_checksum_mismatch_is_explained_in_spanish_beside_the_field(
         tmp_path / "in", "py900-1", md5_text=f"{'a' * 32}  py900-1-tree.tar.bz2\n"
     )
     log_in(page, live_server, "ana")
-    page.goto(f"{live_server.url}/builds/upload/")
+    page.goto(f"{live_server.url}/upload/")
     page.set_input_files("#id_tarball", str(tar_path))
     page.set_input_files("#id_md5", str(md5_path))
     page.set_input_files("#id_contents", str(contents_path))

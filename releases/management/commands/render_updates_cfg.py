@@ -1,0 +1,10 @@
+from django.core.management.base import BaseCommand
+
+from releases import promotion
+
+
+class Command(BaseCommand):
+    help = "Print the updates.cfg the database implies. Writes nothing."
+
+    def handle(self, *args, **options):
+        self.stdout.write(promotion.render_current(), ending="")

@@ -1,0 +1,29 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from releases import promotion
+
+from .promote import find_build, find_user, follow
+
+
+class Command(BaseCommand):
+    help = "Withdraw an offered build from updates.cfg."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--by", required=True, help="The approver's user name.")
+        parser.add_argument(
+            "--wait", action="store_true", help="Follow the deployment; exit 1 if it fails."
+        )
+        parser.add_argument(
+            "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
+        )
+
+    def handle(self, *args, name, by, wait, timeout, **options):
+        build = find_build(name)
+        try:
+            deployment = promotion.build_withdraw(build=build, acting_user=find_user(by))
+        except promotion.PromotionRefused as refusal:
+            raise CommandError(refusal.message) from None
+        self.stdout.write(f"{build.name} withdrawn; deployment #{deployment.pk} queued.")
+        if wait:
+            follow(self, deployment, timeout)

@@ -1,0 +1,134 @@
+import pytest
+from django.urls import reverse
+
+from releases import promotion
+from releases.models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
+
+from ..factories import PASSWORD
+
+
+def login(client, user):
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.fixture
+def build(published):
+    return published("py300-1")
+
+
+def test_the_promotion_page_shows_the_exact_diff_and_unknown_coverage(client, cast, build):
+    response = login(client, cast.carol).get(reverse("releases:build_promote", args=[build.name]))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert f"+[{build.contents_hash}]" in body
+    assert "+name = py300-1" in body
+    assert 'id="coverage-unknown"' in body
+
+
+@pytest.mark.parametrize("who", ["alice", "dave", "eve"])
+def test_only_approvers_see_the_promotion_page(client, cast, build, who):
+    response = login(client, getattr(cast, who)).get(
+        reverse("releases:build_promote", args=[build.name])
+    )
+    assert response.status_code == 403
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, build):
+    response = client.get(reverse("releases:build_promote", args=[build.name]))
+    assert response.status_code == 302
+
+
+def test_the_uploader_sees_why_they_cannot_promote(client, cast, published):
+    build = published(uploader=cast.root)
+    response = login(client, cast.root).get(reverse("releases:build_promote", args=[build.name]))
+    assert "four-eyes" in response.content.decode() or "cuatro ojos" in response.content.decode()
+    assert 'id="confirm-promotion"' not in response.content.decode()
+
+
+def test_confirming_promotes_and_shows_the_deployment(client, cast, build):
+    response = login(client, cast.carol).post(
+        reverse("releases:build_promote", args=[build.name]),
+        {"priority": "normal", "reason": "field test in two schools"},
+    )
+    deployment = Deployment.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("releases:deployment_detail", args=[deployment.pk])
+    build.refresh_from_db()
+    assert build.status == BuildStatus.OFFERED
+
+
+def test_confirming_without_a_reason_explains_the_coverage_gate(client, cast, build):
+    response = login(client, cast.carol).post(
+        reverse("releases:build_promote", args=[build.name]), {"priority": "normal"}
+    )
+    assert response.status_code == 400
+    assert not OfferedEntry.objects.exists()
+    assert Build.objects.get(pk=build.pk).status == BuildStatus.PUBLISHED
+
+
+def test_withdrawing_from_the_build_page(client, cast, build):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    promotion.apply_deployments()
+    response = login(client, cast.carol).post(reverse("releases:build_withdraw", args=[build.name]))
+    assert response.status_code == 302
+    assert Build.objects.get(pk=build.pk).status == BuildStatus.WITHDRAWN
+
+
+@pytest.mark.parametrize("who", ["alice", "dave", "eve"])
+def test_only_approvers_withdraw(client, cast, build, who):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    response = login(client, getattr(cast, who)).post(
+        reverse("releases:build_withdraw", args=[build.name])
+    )
+    assert response.status_code == 403
+
+
+def test_everyone_logged_in_sees_the_deployments(client, cast, build):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    deployment = promotion.apply_deployments()
+    for who in (cast.alice, cast.dave, cast.eve):
+        login(client, who)
+        assert client.get(reverse("releases:deployment_list")).status_code == 200
+        detail = client.get(reverse("releases:deployment_detail", args=[deployment.pk]))
+        assert build.contents_hash in detail.content.decode()
+
+
+def test_the_emergency_stop_needs_a_reason(client, cast, build):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    login(client, cast.carol).post(reverse("releases:offers_stop_all"), {"reason": ""})
+    assert OfferedEntry.objects.filter(active=True).exists()
+    client.post(reverse("releases:offers_stop_all"), {"reason": "laptops fail to boot"})
+    assert not OfferedEntry.objects.filter(active=True).exists()
+
+
+def test_a_coordinator_cannot_stop_everything(client, cast, build):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    response = login(client, cast.dave).post(reverse("releases:offers_stop_all"), {"reason": "no"})
+    assert response.status_code == 403
+    assert OfferedEntry.objects.filter(active=True).exists()
+
+
+def test_an_approver_imports_hand_edits_after_drift(client, cast, build, oatslite):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    promotion.apply_deployments()
+    oatslite.write_text(oatslite.read_text() + "\n[handmade1]\nname = x\n")
+    promotion.build_withdraw(build=build, acting_user=cast.carol)
+    assert promotion.apply_deployments().status == DeploymentStatus.DRIFT
+    page = login(client, cast.carol).get(reverse("releases:deployment_list"))
+    assert 'id="drift"' in page.content.decode()
+    client.post(reverse("releases:drift_resolve"), {"choice": "import"})
+    assert promotion.render_current() == oatslite.read_text()
+    assert OfferedEntry.objects.active().filter(section="handmade1").exists()
+
+
+def test_rolling_back_from_the_deployment_page(client, cast, build):
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    first = promotion.apply_deployments()
+    promotion.build_withdraw(build=build, acting_user=cast.carol)
+    promotion.apply_deployments()
+    response = login(client, cast.carol).post(
+        reverse("releases:deployment_rollback", args=[first.pk])
+    )
+    assert response.status_code == 302
+    assert promotion.apply_deployments().content == first.content
