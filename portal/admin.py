@@ -19,7 +19,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         token, key = api_token_create(user=obj.user, name=obj.name)
-        obj.pk = token.pk
+        # The admin's own history and messages describe `obj`: make it the saved token.
+        obj.__dict__.update(token.__dict__)
         messages.warning(
             request,
             _("New token for %(user)s: %(key)s — copy it now, it will not be shown again.")

@@ -4,6 +4,8 @@ Every knob has an embedded default that needs no server: SQLite and Celery's fil
 broker under `PORTAL_DATA_DIR`. A bad value stops start-up with the variable's name.
 """
 
+import logging
+import os
 import shlex
 from pathlib import Path
 
@@ -27,11 +29,28 @@ def _env_value(name, reader, **kwargs):
         raise ImproperlyConfigured(f"{name}: {exc}") from exc
 
 
-def _positive_int(name, default):
+def _positive_int(name, default, *, minimum=1):
     value = _env_value(name, env.int, default=default)
-    if value <= 0:
-        raise ImproperlyConfigured(f"{name} must be a positive whole number, not {value}")
+    if value < minimum:
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number of at least {minimum}, not {value}"
+        )
     return value
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def _bool(name, default: bool) -> bool:
+    """A yes/no setting. Unlike env.bool, a typo ("ture") stops start-up instead of
+    quietly meaning false."""
+    raw = env.str(name, default="").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE | _FALSE:
+        return raw in _TRUE
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
 
 
 def _argv(name):
@@ -56,7 +75,7 @@ def _directory(name, default):
 
 # --- Core -----------------------------------------------------------------------------------
 
-DEBUG = _env_value("DJANGO_DEBUG", env.bool, default=False)
+DEBUG = _bool("DJANGO_DEBUG", False)
 SECRET_KEY = env.str("DJANGO_SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
@@ -137,6 +156,10 @@ DATABASES = {
         "DATABASE_URL", env.db_url, default=f"sqlite:///{PORTAL_DATA_DIR / 'portal.sqlite3'}"
     )
 }
+if not DATABASES["default"].get("ENGINE"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL: unknown scheme; use postgres://user@host:port/name or sqlite:///path"
+    )
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Web, worker and beat share this file: WAL lets readers run beside the writer, and
     # IMMEDIATE transactions take the write lock up front so a busy database makes callers
@@ -148,8 +171,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
-    # A file, not memory, so a Celery worker started by a test can open the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(PORTAL_DATA_DIR / "test-portal.sqlite3")}
+    # A file, not memory, so a Celery worker started by a test can open the same database;
+    # one per process, so two test runs in one checkout do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(PORTAL_DATA_DIR / f"test-portal-{os.getpid()}.sqlite3")
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
@@ -229,7 +255,7 @@ if not 0 <= PROMOTION_MIN_COVERAGE <= 1:
     raise ImproperlyConfigured(
         f"PROMOTION_MIN_COVERAGE must be between 0 and 1, not {PROMOTION_MIN_COVERAGE}"
     )
-ALLOW_SELF_APPROVAL = _env_value("ALLOW_SELF_APPROVAL", env.bool, default=False)
+ALLOW_SELF_APPROVAL = _bool("ALLOW_SELF_APPROVAL", False)
 # Approvers are e-mailed when a deployment fails or everything stops being offered.
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",
@@ -289,26 +315,33 @@ SWEEPER_MAX_ATTEMPTS = _positive_int("SWEEPER_MAX_ATTEMPTS", 3)
 
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = False  # htmx reads nothing from it; the token is in a body attribute
+# Messages can carry a new API token: keep them server-side, not in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 # Behind a TLS-terminating proxy in production; DJANGO_HTTPS=false only for plain-HTTP
 # test servers on loopback.
-HTTPS = _env_value("DJANGO_HTTPS", env.bool, default=not DEBUG)
+HTTPS = _bool("DJANGO_HTTPS", not DEBUG)
 if HTTPS:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
-    SECURE_HSTS_SECONDS = _env_value("DJANGO_HSTS_SECONDS", env.int, default=31536000)
+    SECURE_HSTS_SECONDS = _positive_int("DJANGO_HSTS_SECONDS", 31536000, minimum=0)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
 
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").strip().upper()
+if not isinstance(logging.getLevelName(LOG_LEVEL), int):
+    raise ImproperlyConfigured(
+        f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, not {LOG_LEVEL!r}"
+    )
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

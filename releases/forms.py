@@ -35,7 +35,12 @@ class UploadForm(forms.Form):
 
 
 class ContentsHashForm(forms.Form):
-    contents_hash = forms.CharField(label=_("Contents hash"), max_length=128)
+    # The service checks the format (and the length) and says exactly what is wrong.
+    contents_hash = forms.CharField(
+        label=_("Contents hash"),
+        max_length=1000,
+        error_messages={"required": _("Enter a contents hash.")},
+    )
 
 
 class PromoteForm(forms.Form):

@@ -94,7 +94,8 @@ def build_contents_hash(request, name):
         except services.TransitionRefused:
             messages.error(request, _("The hash of an offered or retired build cannot change."))
     else:
-        messages.error(request, _("Enter a contents hash."))
+        for error in form.errors.get("contents_hash", [_("Enter a contents hash.")]):
+            messages.error(request, error)
     return redirect("releases:build_detail", name=build.name)
 
 

@@ -90,12 +90,6 @@ def test_it_keeps_anonymous_visitors_out(client, cast):
     assert not ApiToken.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: portal/admin.py ApiTokenAdmin.save_model copies only the pk onto the form's "
-    "object, so the admin's 'added' message and LogEntry.object_repr say 'alice …' without the "
-    "token's prefix, and the admin history cannot tell two tokens of one user apart.",
-)
 def test_it_records_which_token_was_added_in_the_admin_history(admin_client, cast):
     create_token(admin_client, cast.alice)
     token = ApiToken.objects.get()

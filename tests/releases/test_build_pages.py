@@ -191,15 +191,7 @@ def test_it_saves_a_contents_hash_and_audits_who_set_it(as_user, upload, cast, w
         "short",
         "has spaces inside",
         "<script>alert(1)</script>",
-        pytest.param(
-            "x" * 129,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: releases/views.py build_contents_hash answers every form error "
-                "with 'Enter a contents hash.', so a value over ContentsHashForm's "
-                "max_length=128 is told to enter a hash instead of why it was refused.",
-            ),
-        ),
+        "x" * 129,
     ],
 )
 def test_it_refuses_a_malformed_contents_hash_and_changes_nothing(as_user, upload, value):

@@ -189,7 +189,7 @@ def test_it_exits_non_zero_with_the_reason_when_the_worker_finds_the_archive_cor
 ):
     name = f"cli-{uuid.uuid4().hex[:10]}"
     tarball, _md5, _contents = write_build(tmp_path / "in", name, tarball=b"BZh9" + b"\0" * 4000)
-    make_user("cli-test-uploader")
+    make_user("cli-test-uploader", "uploaders")
     out, err = io.StringIO(), io.StringIO()
     try:
         with pytest.raises(SystemExit) as caught:
@@ -212,3 +212,10 @@ def test_it_exits_non_zero_with_the_reason_when_the_worker_finds_the_archive_cor
         assert not (settings.PUPPETCONTENT_OS_DIR / f"{name}.name").exists()
     finally:
         remove_published(name, Build.objects.filter(name=name).first())
+
+
+def test_it_refuses_to_record_someone_who_may_not_upload(cast, tmp_path):
+    tarball, _md5, _contents = write_build(tmp_path / "in")
+    with pytest.raises(CommandError, match="not in the uploaders group"):
+        call_command("import_build", str(tarball), "--by", "dave")
+    assert not Build.objects.exists()

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from portal import roles
 from releases import services
 from releases.models import FINAL_PIPELINE_STATUSES, Build, BuildStatus
 from releases.reasons import BuildRejected, render
@@ -54,8 +55,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, tarball, name, contents_hash, by, wait, timeout, **options):
-        user = self._user(by)
         md5_path, contents_path = self._companions(tarball)
+        user = self._user(by)
         staged = []
         try:
             self.stdout.write(f"Reading {tarball} …")
@@ -96,6 +97,8 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user named {username!r}.")
+        if not roles.has_role(user, roles.UPLOADERS):
+            raise CommandError(f"{username} is not in the uploaders group.")
         return user
 
     def _companions(self, tarball: Path):
