@@ -266,6 +266,32 @@ EMAIL_BACKEND = env.str(
 EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="xo-portal@localhost")
 
+# --- School servers --------------------------------------------------------------------------
+
+
+def _duration(name, default: str) -> int:
+    """Seconds, from "36h", "7d", "90m", "45s" or a plain number of seconds."""
+    raw = env.str(name, default=default).strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        seconds = int(raw[:-1]) * units[raw[-1]] if raw[-1:] in units else int(raw)
+    except (ValueError, KeyError):
+        raise ImproperlyConfigured(
+            f"{name} must be a duration like 36h, 7d or 90m, not {raw!r}"
+        ) from None
+    if seconds <= 0:
+        raise ImproperlyConfigured(f"{name} must be longer than zero")
+    return seconds
+
+
+# A server that has not reported for this long is "silent", and "lost" after the second.
+SCHOOL_SILENT_AFTER = _duration("SCHOOL_SILENT_AFTER", "36h")
+SCHOOL_LOST_AFTER = _duration("SCHOOL_LOST_AFTER", "7d")
+if SCHOOL_LOST_AFTER <= SCHOOL_SILENT_AFTER:
+    raise ImproperlyConfigured("SCHOOL_LOST_AFTER must be longer than SCHOOL_SILENT_AFTER")
+# The mothership's rsyncd log, followed every few minutes (empty: not followed).
+RSYNCD_LOG = env.str("RSYNCD_LOG", default="")
+
 # --- Celery ---------------------------------------------------------------------------------
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
@@ -305,6 +331,7 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(PORTAL_DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep-stuck-builds": {"task": "releases.tasks.sweep_stuck_builds", "schedule": 60.0},
+    "follow-rsyncd-log": {"task": "schools.tasks.follow_rsyncd_log", "schedule": 300.0},
 }
 # A build left in a working state this long without progress is re-enqueued by the
 # sweeper, at most SWEEPER_MAX_ATTEMPTS times.

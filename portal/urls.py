@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.i18n import set_language
 
 from releases import api as releases_api
+from schools import api as schools_api
 
 from . import views
 
@@ -17,5 +18,7 @@ urlpatterns = [
     path("", include("releases.urls")),
     path("api/builds/", releases_api.builds, name="api_builds"),
     path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
+    path("api/schools/checkin/", schools_api.checkin, name="api_schools_checkin"),
+    path("schools/", include("schools.urls")),
     path("admin/", admin.site.urls),
 ]

@@ -1,10 +1,38 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
+from . import services
 from .models import SchoolServer
 
 
 @admin.register(SchoolServer)
 class SchoolServerAdmin(admin.ModelAdmin):
-    list_display = ["hostname", "school", "department", "active"]
+    list_display = ["hostname", "school", "department", "active", "last_report_at", "token_prefix"]
     list_filter = ["active", "department"]
     search_fields = ["hostname", "school", "name"]
+    readonly_fields = [
+        "token_prefix",
+        "token_created_at",
+        "last_report_at",
+        "last_report_source",
+        "last_refresh_status",
+        "disk_free_bytes",
+        "client_version",
+        "clock_skew_seconds",
+        "last_error",
+    ]
+    actions = ["new_token"]
+
+    @admin.action(description=gettext_lazy("Generate a new report token (revokes the old one)"))
+    def new_token(self, request, queryset):
+        if queryset.count() != 1:
+            messages.error(request, _("Choose exactly one server: each token is shown once."))
+            return
+        server = queryset.get()
+        key = services.server_token_rotate(server=server)
+        messages.warning(
+            request,
+            _("New token for %(host)s: %(key)s — copy it now, it will not be shown again.")
+            % {"host": server.hostname, "key": key},
+        )

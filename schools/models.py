@@ -1,10 +1,29 @@
+import hashlib
+import hmac
+import secrets
+
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+
+def hash_token(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
 
 
 class SchoolServerQuerySet(models.QuerySet):
     def active(self):
         return self.filter(active=True)
+
+    def by_token(self, key: str):
+        """The server whose report token this is (active or not), or None."""
+        if not key or len(key) > 200:
+            return None
+        digest = hash_token(key)
+        server = self.filter(token_hash=digest).first()
+        if server is None or not hmac.compare_digest(server.token_hash, digest):
+            return None
+        return server
 
 
 class SchoolServer(models.Model):
@@ -21,9 +40,29 @@ class SchoolServer(models.Model):
     department = models.CharField(_("department or region"), max_length=100, blank=True)
     contact = models.CharField(_("contact"), max_length=200, blank=True)
     notes = models.TextField(_("notes"), blank=True)
+    address = models.GenericIPAddressField(
+        _("IP address"),
+        null=True,
+        blank=True,
+        help_text=_("The address it connects to the mothership from (matches rsyncd log lines)."),
+    )
     active = models.BooleanField(
         _("active"), default=True, help_text=_("Inactive servers do not count for coverage.")
     )
+    token_hash = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    token_prefix = models.CharField(max_length=8, blank=True, editable=False)
+    token_created_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    # The latest report, kept on the row so dashboards read one table.
+    last_report_at = models.DateTimeField(_("last report"), null=True, blank=True, db_index=True)
+    last_report_source = models.CharField(max_length=10, blank=True)
+    last_refresh_status = models.IntegerField(null=True, blank=True)
+    disk_free_bytes = models.BigIntegerField(null=True, blank=True)
+    client_version = models.CharField(max_length=50, blank=True)
+    clock_skew_seconds = models.IntegerField(
+        null=True, blank=True, help_text=_("Its clock minus ours when it last reported.")
+    )
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
 
     objects = SchoolServerQuerySet.as_manager()
 
@@ -34,3 +73,86 @@ class SchoolServer(models.Model):
 
     def __str__(self):
         return self.hostname
+
+    def save(self, *args, **kwargs):
+        # Host names are case-insensitive; reports and log lines arrive lower-cased.
+        self.hostname = self.hostname.strip().lower()
+        super().save(*args, **kwargs)
+
+    @staticmethod
+    def new_token() -> str:
+        return secrets.token_urlsafe(30)
+
+
+class SyncStatus(models.TextChoices):
+    UNKNOWN = "unknown", _("Unknown")
+    DOWNLOADING = "downloading", _("Downloading")
+    PRESENT = "present", _("Present")
+    VERIFIED = "verified", _("Verified")
+    FAILED = "failed", _("Failed")
+
+
+HELD_STATUSES = (SyncStatus.PRESENT, SyncStatus.VERIFIED)
+
+
+class SyncState(models.Model):
+    """What one school server has of one build: the current state only."""
+
+    server = models.ForeignKey(SchoolServer, on_delete=models.CASCADE, related_name="syncs")
+    build = models.ForeignKey(
+        "releases.Build",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="syncs",
+        help_text=_("Empty when the server reports a build the portal does not know."),
+    )
+    build_name = models.CharField(_("build"), max_length=64)
+    status = models.CharField(
+        _("state"), max_length=12, choices=SyncStatus.choices, default=SyncStatus.UNKNOWN
+    )
+    md5 = models.CharField(max_length=32, blank=True)
+    source = models.CharField(max_length=10, blank=True)
+    first_seen_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(default=timezone.now)
+    held_since = models.DateTimeField(
+        null=True, blank=True, help_text=_("When it was first present or verified.")
+    )
+
+    class Meta:
+        verbose_name = _("sync state")
+        constraints = [
+            models.UniqueConstraint(fields=["server", "build_name"], name="one_state_per_build")
+        ]
+        indexes = [models.Index(fields=["build", "status"])]
+
+    def __str__(self):
+        return f"{self.server_id}:{self.build_name}={self.status}"
+
+
+class CheckIn(models.Model):
+    """A report as received; a bounded history per server."""
+
+    server = models.ForeignKey(SchoolServer, on_delete=models.CASCADE, related_name="checkins")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    source = models.CharField(max_length=10, default="checkin")
+    body = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        indexes = [models.Index(fields=["server", "-received_at"])]
+
+    def __str__(self):
+        return f"{self.server_id} {self.received_at:%Y-%m-%d %H:%M}"
+
+
+class RsyncLogPosition(models.Model):
+    """Where the periodic rsyncd log reader stopped, per log file."""
+
+    path = models.CharField(max_length=500, unique=True)
+    inode = models.BigIntegerField(default=0)
+    offset = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.path}@{self.offset}"

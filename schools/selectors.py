@@ -1,15 +1,37 @@
-"""Named reads about school servers."""
+"""Named reads about school servers. Every function here runs a fixed number of queries,
+whatever the number of servers and builds (dashboards must stay fast at 4,000 schools)."""
 
 from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .models import HELD_STATUSES, SchoolServer, SyncState
+
+MISSING_SHOWN = 200
+
+STATES = {
+    "up_to_date": _("Up to date"),
+    "behind": _("Behind"),
+    "silent": _("Silent"),
+    "lost": _("Lost"),
+    "never": _("Never seen"),
+    "inactive": _("Inactive"),
+}
 
 
 @dataclass(frozen=True)
 class Coverage:
-    """How far a build has spread. `share` is None while nothing reports sync state."""
+    """How far a build has spread among the active school servers."""
 
     share: float | None
     active_servers: int
+    holding: int = 0
     missing: list = field(default_factory=list)
+    missing_count: int = 0
 
     @property
     def known(self) -> bool:
@@ -20,11 +42,116 @@ class Coverage:
         return "?" if self.share is None else f"{self.share:.0%}"
 
 
-def build_coverage(build) -> Coverage:
-    """Share of active school servers that report holding `build`.
+def _held(build):
+    return SyncState.objects.filter(server=OuterRef("pk"), build=build, status__in=HELD_STATUSES)
 
-    School servers do not report their sync state to the portal yet, so coverage is
-    unknown: the promotion gate then asks for a written reason."""
-    from .models import SchoolServer
 
-    return Coverage(share=None, active_servers=SchoolServer.objects.active().count())
+def build_coverage(build, *, missing_limit: int = MISSING_SHOWN) -> Coverage:
+    """Share of active school servers that report holding `build` (present or verified).
+
+    Unknown (None) while no active server has ever reported anything: a portal whose
+    school servers do not report cannot say how far a build has spread."""
+    active = SchoolServer.objects.active()
+    totals = active.aggregate(
+        servers=Count("pk"),
+        reporting=Count("pk", filter=Q(last_report_at__isnull=False)),
+        holding=Count("pk", filter=Q(Exists(_held(build)))),
+    )
+    if not totals["servers"] or not totals["reporting"]:
+        return Coverage(share=None, active_servers=totals["servers"])
+    lagging = active.exclude(Exists(_held(build))).order_by("department", "school", "hostname")
+    return Coverage(
+        share=totals["holding"] / totals["servers"],
+        active_servers=totals["servers"],
+        holding=totals["holding"],
+        missing=list(lagging[:missing_limit]),
+        missing_count=totals["servers"] - totals["holding"],
+    )
+
+
+def coverage_series(build, *, now=None, points: int = 30) -> list[tuple]:
+    """(time, share) from publication to now, from when each active server first held it."""
+    now = now or timezone.now()
+    start = build.published_at or build.created_at
+    total = SchoolServer.objects.active().count()
+    since = sorted(
+        SyncState.objects.filter(
+            build=build, server__active=True, held_since__isnull=False
+        ).values_list("held_since", flat=True)
+    )
+    if not total or now <= start:
+        return []
+    step = (now - start) / max(points - 1, 1)
+    series, index = [], 0
+    for point in range(points):
+        at = start + step * point
+        while index < len(since) and since[index] <= at:
+            index += 1
+        series.append((at, index / total))
+    return series
+
+
+def newest_offered_build():
+    from releases.models import OfferedEntry
+
+    entry = (
+        OfferedEntry.objects.active()
+        .filter(build__isnull=False)
+        .select_related("build")
+        .order_by("-position")
+        .first()
+    )
+    return entry.build if entry else None
+
+
+def servers_with_state(*, now=None, newest=None):
+    """Every server annotated with `state` (one of STATES) and `has_newest`."""
+    now = now or timezone.now()
+    silent = now - timedelta(seconds=settings.SCHOOL_SILENT_AFTER)
+    lost = now - timedelta(seconds=settings.SCHOOL_LOST_AFTER)
+    servers = SchoolServer.objects.all()
+    if newest is not None:
+        servers = servers.annotate(has_newest=Exists(_held(newest)))
+        up_to_date = Q(has_newest=True)
+    else:
+        servers = servers.annotate(has_newest=Value(True))
+        up_to_date = Q(pk__isnull=False)
+    return servers.annotate(
+        state=Case(
+            When(active=False, then=Value("inactive")),
+            When(last_report_at__isnull=True, then=Value("never")),
+            When(last_report_at__lt=lost, then=Value("lost")),
+            When(last_report_at__lt=silent, then=Value("silent")),
+            When(up_to_date, then=Value("up_to_date")),
+            default=Value("behind"),
+            output_field=CharField(),
+        )
+    )
+
+
+def state_counts(servers) -> dict:
+    counts = dict.fromkeys(STATES, 0)
+    for row in servers.order_by().values("state").annotate(n=Count("pk")):
+        counts[row["state"]] = row["n"]
+    return counts
+
+
+def filter_servers(servers, *, department="", state="", search=""):
+    if department:
+        servers = servers.filter(department=department)
+    if state in STATES:
+        servers = servers.filter(state=state)
+    if search:
+        servers = servers.filter(
+            Q(hostname__icontains=search) | Q(school__icontains=search) | Q(name__icontains=search)
+        )
+    return servers
+
+
+def departments() -> list[str]:
+    return list(
+        SchoolServer.objects.exclude(department="")
+        .order_by("department")
+        .values_list("department", flat=True)
+        .distinct()
+    )

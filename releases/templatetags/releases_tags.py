@@ -18,3 +18,8 @@ def bytes_label(value):
     if value is None:
         return ""
     return filesizeformat(value)
+
+
+@register.filter
+def get_item(mapping, key):
+    return mapping.get(key, "") if mapping else ""

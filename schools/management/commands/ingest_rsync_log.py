@@ -1,0 +1,38 @@
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
+
+from schools import services
+from schools.rsynclog import parse_line
+
+
+class Command(BaseCommand):
+    help = (
+        "Read an rsyncd log FILE (transfer logging on) and record which school server "
+        "downloaded which build. Safe to run on the same file twice."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", type=Path)
+        parser.add_argument(
+            "--year", type=int, default=None, help="For syslog lines, which carry no year."
+        )
+
+    def handle(self, *args, file, year, **options):
+        if not file.is_file():
+            raise CommandError(f"{file} was not found.")
+        tz = timezone.get_current_timezone()
+        year = year or timezone.localtime().year
+        transfers = []
+        with open(file, "rb") as handle:
+            for line in handle:
+                transfer = parse_line(line, tz=tz, year=year)
+                if transfer is not None:
+                    transfers.append(transfer)
+        counts = services.rsync_transfers_record(transfers)
+        self.stdout.write(
+            f"{counts.transfers} transfers, {counts.recorded} recorded, "
+            f"{counts.unrelated} unrelated files, {len(counts.unknown_hosts)} unknown hosts"
+            + (f": {', '.join(sorted(counts.unknown_hosts))}" if counts.unknown_hosts else "")
+        )

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "schools"
+
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("client/", views.client_install, name="client_install"),
+    path("client/xs-sync-report", views.client_script, name="client_script"),
+    path("builds/<str:name>/", views.build_coverage, name="build_coverage"),
+    path("<str:hostname>/", views.server_detail, name="server_detail"),
+]

@@ -1,0 +1,157 @@
+import csv
+from pathlib import Path
+
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from releases.models import Build
+
+from . import selectors
+
+PAGE_SIZE = 100
+CLIENT_SCRIPT = Path(__file__).resolve().parent / "client" / "xs-sync-report"
+
+
+def _filters(request):
+    return {
+        "department": request.GET.get("department", "").strip(),
+        "state": request.GET.get("state", "").strip(),
+        "search": request.GET.get("q", "").strip()[:100],
+    }
+
+
+@require_GET
+def overview(request):
+    """Every school server at a glance: counts by state, filters, search, pages, CSV."""
+    now = timezone.now()
+    newest = selectors.newest_offered_build()
+    servers = selectors.servers_with_state(now=now, newest=newest)
+    filters = _filters(request)
+    shown = selectors.filter_servers(servers, **filters)
+    if request.GET.get("format") == "csv":
+        return _csv(shown, newest)
+    page = Paginator(shown.order_by("department", "school", "hostname"), PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "schools/overview.html",
+        {
+            "page": page,
+            "counts": selectors.state_counts(servers),
+            "states": selectors.STATES,
+            "departments": selectors.departments(),
+            "filters": filters,
+            "newest": newest,
+            "query": query.urlencode(),
+        },
+    )
+
+
+def _csv(servers, newest):
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="school-servers.csv"'
+    writer = csv.writer(response)
+    writer.writerow(
+        [
+            "hostname",
+            "name",
+            "school",
+            "department",
+            "contact",
+            "address",
+            "active",
+            "state",
+            f"has {newest.name}" if newest else "has newest",
+            "last_report_at",
+            "last_refresh_status",
+            "disk_free_bytes",
+            "last_error",
+        ]
+    )
+    for server in servers.order_by("department", "school", "hostname").iterator(chunk_size=1000):
+        writer.writerow(
+            [
+                server.hostname,
+                server.name,
+                server.school,
+                server.department,
+                server.contact,
+                server.address or "",
+                "yes" if server.active else "no",
+                server.state,
+                "yes" if server.has_newest else "no",
+                server.last_report_at.isoformat() if server.last_report_at else "",
+                "" if server.last_refresh_status is None else server.last_refresh_status,
+                "" if server.disk_free_bytes is None else server.disk_free_bytes,
+                server.last_error,
+            ]
+        )
+    return response
+
+
+@require_GET
+def server_detail(request, hostname):
+    newest = selectors.newest_offered_build()
+    server = get_object_or_404(selectors.servers_with_state(newest=newest), hostname=hostname)
+    return render(
+        request,
+        "schools/server_detail.html",
+        {
+            "server": server,
+            "state_label": selectors.STATES.get(server.state, server.state),
+            "syncs": server.syncs.select_related("build").order_by("-last_seen_at")[:200],
+            "checkins": server.checkins.all()[:50],
+            "newest": newest,
+        },
+    )
+
+
+@require_GET
+def build_coverage(request, name):
+    build = get_object_or_404(Build, name=name)
+    coverage = selectors.build_coverage(build)
+    series = selectors.coverage_series(build)
+    return render(
+        request,
+        "schools/build_coverage.html",
+        {"build": build, "coverage": coverage, "chart": _chart(series)},
+    )
+
+
+def _chart(series, width=600, height=160):
+    """An SVG polyline (no script, no inline style: the CSP allows it)."""
+    if not series:
+        return None
+    step = width / max(len(series) - 1, 1)
+    points = " ".join(
+        f"{index * step:.1f},{height - share * height:.1f}"
+        for index, (_at, share) in enumerate(series)
+    )
+    return {
+        "width": width,
+        "height": height,
+        "points": points,
+        "start": series[0][0],
+        "end": series[-1][0],
+        "last": series[-1][1],
+    }
+
+
+@require_GET
+def client_script(request):
+    if not CLIENT_SCRIPT.is_file():
+        raise Http404
+    response = FileResponse(open(CLIENT_SCRIPT, "rb"), content_type="text/plain; charset=utf-8")  # noqa: SIM115
+    response["Content-Disposition"] = 'attachment; filename="xs-sync-report"'
+    return response
+
+
+@require_GET
+def client_install(request):
+    return render(request, "schools/client_install.html", {"script_exists": CLIENT_SCRIPT.exists()})

@@ -1,0 +1,151 @@
+import csv
+import io
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from releases.models import Build, BuildStatus
+from schools.models import CheckIn, SchoolServer, SyncState
+
+from ..factories import PASSWORD
+
+
+def login(client, user):
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+def seed(servers: int, builds: int, uploader):
+    """`servers` reporting servers, each holding every one of `builds` published builds."""
+    now = timezone.now()
+    build_rows = Build.objects.bulk_create(
+        Build(
+            name=f"seed{index}",
+            compression="bz2",
+            status=BuildStatus.PUBLISHED,
+            size=1,
+            md5="0" * 32,
+            sha256="0" * 64,
+            contents_size=1,
+            contents_sha256="0" * 64,
+            store_dir=f"seed{index}",
+            uploaded_by=uploader,
+            original_filename="x",
+            published_at=now - timedelta(days=3),
+        )
+        for index in range(builds)
+    )
+    server_rows = SchoolServer.objects.bulk_create(
+        SchoolServer(
+            hostname=f"xs-{index}.local",
+            name=f"xs-{index}",
+            school=f"Escuela {index}",
+            department=("Cordillera", "Central", "Capital")[index % 3],
+            last_report_at=now - timedelta(hours=index % 50),
+        )
+        for index in range(servers)
+    )
+    SyncState.objects.bulk_create(
+        SyncState(server=s, build=b, build_name=b.name, status="present", held_since=now)
+        for s in server_rows
+        for b in build_rows
+    )
+    CheckIn.objects.bulk_create(CheckIn(server=s, body={"builds": []}) for s in server_rows)
+    return server_rows, build_rows
+
+
+PAGES = [
+    ("overview", lambda servers, builds: reverse("schools:overview")),
+    (
+        "overview filtered",
+        lambda servers, builds: (
+            reverse("schools:overview") + "?department=Central&state=behind&q=xs"
+        ),
+    ),
+    (
+        "server",
+        lambda servers, builds: reverse("schools:server_detail", args=[servers[0].hostname]),
+    ),
+    ("build", lambda servers, builds: reverse("schools:build_coverage", args=[builds[0].name])),
+]
+
+
+@pytest.mark.parametrize(("label", "url"), PAGES)
+def test_dashboards_run_the_same_number_of_queries_whatever_the_size(
+    client, cast, django_assert_num_queries, label, url
+):
+    login(client, cast.dave)
+    small = seed(5, 2, cast.alice)
+    client.get(url(*small))  # warm up sessions and caches
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(url(*small)).status_code == 200
+    Build.objects.all().delete()
+    SchoolServer.objects.all().delete()
+    large = seed(150, 12, cast.alice)
+    with django_assert_num_queries(len(few.captured_queries)):
+        assert client.get(url(*large)).status_code == 200
+
+
+@pytest.mark.parametrize("who", ["alice", "carol", "dave", "eve"])
+def test_every_logged_in_user_sees_the_dashboards(client, cast, who):
+    servers, builds = seed(3, 1, cast.alice)
+    login(client, getattr(cast, who))
+    assert client.get(reverse("schools:overview")).status_code == 200
+    assert (
+        client.get(reverse("schools:server_detail", args=[servers[0].hostname])).status_code == 200
+    )
+    assert client.get(reverse("schools:build_coverage", args=[builds[0].name])).status_code == 200
+
+
+def test_anonymous_visitors_are_sent_to_log_in(client, db):
+    assert client.get(reverse("schools:overview")).status_code == 302
+
+
+def test_the_overview_counts_servers_by_state(client, cast):
+    seed(6, 1, cast.alice)
+    SchoolServer.objects.create(hostname="never.local", name="n", school="N")
+    response = login(client, cast.dave).get(reverse("schools:overview"))
+    assert response.context["counts"]["up_to_date"] == 6
+    assert response.context["counts"]["never"] == 1
+
+
+def test_the_overview_filters_by_department_and_searches(client, cast):
+    seed(9, 1, cast.alice)
+    response = login(client, cast.dave).get(
+        reverse("schools:overview") + "?department=Central&q=xs-4"
+    )
+    assert [s.hostname for s in response.context["page"].object_list] == ["xs-4.local"]
+
+
+def test_the_overview_exports_csv_with_the_same_filters(client, cast):
+    seed(6, 1, cast.alice)
+    response = login(client, cast.dave).get(
+        reverse("schools:overview") + "?department=Capital&format=csv"
+    )
+    assert response["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.content.decode())))
+    assert sorted(row["hostname"] for row in rows) == ["xs-2.local", "xs-5.local"]
+    assert rows[0]["state"] == "up_to_date"
+
+
+def test_the_build_page_lists_the_servers_that_lag(client, cast):
+    servers, builds = seed(4, 1, cast.alice)
+    SyncState.objects.filter(server=servers[1]).delete()
+    response = login(client, cast.dave).get(
+        reverse("schools:build_coverage", args=[builds[0].name])
+    )
+    body = response.content.decode()
+    assert "75%" in body
+    assert 'id="lagging"' in body and "xs-1.local" in body
+
+
+def test_the_client_script_can_be_downloaded(client, cast):
+    response = login(client, cast.dave).get(reverse("schools:client_script"))
+    assert response.status_code == 200
+    assert b"".join(response.streaming_content).startswith(b"#!/bin/sh")
+    assert response["Content-Disposition"] == 'attachment; filename="xs-sync-report"'

@@ -1,0 +1,231 @@
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from releases import promotion
+from schools import selectors, services
+from schools.models import SchoolServer, SyncState, SyncStatus
+from schools.rsynclog import parse_line
+
+TZ = ZoneInfo("America/Asuncion")
+
+CSV = """hostname,name,school,department,contact,address,active,notes
+xs-caacupe-1.local,xs1,Escuela 1,Cordillera,Ana,10.1.2.3,yes,
+xs-caacupe-2.local,,Escuela 2,Cordillera,,,no,cerrada por obras
+bad host!,x,Escuela 3,Central,,,yes,
+xs-luque-1.local,,,Central,,,yes,
+xs-luque-2.local,,Escuela 5,Central,,not-an-ip,yes,
+xs-luque-3.local,,Escuela 6,Central,,,maybe,
+xs-caacupe-1.local,dup,Escuela 1 bis,Cordillera,,,yes,
+"""
+
+
+def server(hostname, **fields):
+    fields.setdefault("school", hostname)
+    return SchoolServer.objects.create(hostname=hostname, name=hostname.split(".")[0], **fields)
+
+
+# --- CSV --------------------------------------------------------------------------------------
+
+
+def test_the_csv_import_creates_good_lines_and_reports_bad_ones_by_number(db):
+    result = services.servers_import_csv(text=CSV)
+    assert (result.created, result.updated) == (2, 0)
+    assert [line for line, _message in result.errors] == [4, 5, 6, 7, 8]
+    first = SchoolServer.objects.get(hostname="xs-caacupe-1.local")
+    assert (first.name, first.address, first.active) == ("xs1", "10.1.2.3", True)
+    assert SchoolServer.objects.get(hostname="xs-caacupe-2.local").active is False
+
+
+def test_the_csv_import_updates_by_hostname(db):
+    server("xs-caacupe-1.local", school="Old name")
+    result = services.servers_import_csv(text="hostname,school\nXS-CAACUPE-1.local,New name\n")
+    assert (result.created, result.updated, result.errors) == (0, 1, [])
+    assert SchoolServer.objects.get().school == "New name"
+
+
+def test_the_csv_import_needs_the_required_columns(db):
+    result = services.servers_import_csv(text="host,escuela\nx,y\n")
+    assert result.errors == [(1, "missing columns: hostname, school")]
+    assert not SchoolServer.objects.exists()
+
+
+def test_the_import_command_prints_each_bad_line_and_exits_non_zero(db, tmp_path, capsys):
+    path = tmp_path / "servers.csv"
+    path.write_text(CSV)
+    with pytest.raises(CommandError) as caught:
+        call_command("import_school_servers", str(path))
+    assert caught.value.returncode == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4: hostname 'bad host!' is not a host name" in err
+    assert SchoolServer.objects.count() == 2
+
+
+def test_school_token_prints_a_token_that_works_and_revokes_the_old_one(db, capsys):
+    xs = server("xs-caacupe-1.local")
+    call_command("school_token", "xs-caacupe-1.local")
+    first = capsys.readouterr().out.strip()
+    assert SchoolServer.objects.by_token(first) == xs
+    call_command("school_token", "xs-caacupe-1.local")
+    second = capsys.readouterr().out.strip()
+    assert SchoolServer.objects.by_token(first) is None
+    assert SchoolServer.objects.by_token(second) == xs
+    assert first not in SchoolServer.objects.get().token_hash
+
+
+def test_school_token_names_an_unknown_host(db):
+    with pytest.raises(CommandError, match="xs-nope"):
+        call_command("school_token", "xs-nope.local")
+
+
+# --- rsyncd log -------------------------------------------------------------------------------
+
+LOG = """\
+2026/11/26 03:00:01 [12345] connect from xs-caacupe-1.local (10.1.2.3)
+2026/11/26 03:00:01 [12345] rsync on puppetcontent/os/ from xs-caacupe-1.local (10.1.2.3)
+2026/11/26 03:02:11 [12345] send xs-caacupe-1.local [10.1.2.3] puppetcontent () os/py801-2-tree.tar.bz2 1234567890
+2026/11/26 03:02:11 [12345] send xs-caacupe-1.local [10.1.2.3] puppetcontent () os/py801-2.name 8
+2026/11/26 03:02:12 [12345] sent 1234600000 bytes  received 1234 bytes  total size 2469000000
+2026/11/26 03:05:00 [12399] send UNKNOWN [10.9.9.9] puppetcontent () os/py801-2-tree.tar.bz2 1234567890
+2026/11/26 03:06:00 [12400] send UNKNOWN [10.1.2.4] puppetcontent () os/py801-2-tree.tar.bz2 1234567890
+2026/11/26 03:07:00 [12401] send xs-caacupe-1.local [10.1.2.3] puppetcontent () os/README 10
+"""
+
+
+def transfers(text):
+    return [t for t in (parse_line(line, tz=TZ) for line in text.splitlines()) if t]
+
+
+def test_log_lines_record_downloads_by_hostname_and_by_address(db, published):
+    build = published("py801-2")
+    one = server("xs-caacupe-1.local")
+    two = server("xs-caacupe-2.local", address="10.1.2.4")
+    counts = services.rsync_transfers_record(transfers(LOG))
+    assert counts.unknown_hosts == {"10.9.9.9"}
+    assert counts.unrelated == 1
+    assert SyncState.objects.get(server=one).status == SyncStatus.PRESENT  # .name came last
+    state = SyncState.objects.get(server=two)
+    assert (state.status, state.build) == (SyncStatus.DOWNLOADING, build)
+    one.refresh_from_db()
+    assert one.last_report_source == "rsync"
+
+
+def test_a_log_line_never_downgrades_a_verified_build(db):
+    xs = server("xs-caacupe-1.local")
+    SyncState.objects.create(server=xs, build_name="py801-2", status=SyncStatus.VERIFIED)
+    services.rsync_transfers_record(transfers(LOG))
+    assert SyncState.objects.get(server=xs).status == SyncStatus.VERIFIED
+
+
+def test_the_ingest_command_reads_a_file_twice_without_harm(db, tmp_path, capsys):
+    xs = server("xs-caacupe-1.local")
+    path = tmp_path / "rsyncd.log"
+    path.write_text(LOG)
+    call_command("ingest_rsync_log", str(path))
+    call_command("ingest_rsync_log", str(path))
+    assert "unknown hosts: 10.1.2.4, 10.9.9.9" in capsys.readouterr().out
+    assert SyncState.objects.filter(server=xs).count() == 1
+
+
+def test_following_the_log_continues_where_it_stopped(db, tmp_path, settings):
+    xs = server("xs-caacupe-1.local")
+    path = tmp_path / "rsyncd.log"
+    lines = LOG.splitlines(keepends=True)
+    path.write_text("".join(lines[:3]))
+    settings.RSYNCD_LOG = str(path)
+    assert services.rsync_log_follow() == 1
+    assert SyncState.objects.get(server=xs).status == SyncStatus.DOWNLOADING
+    with open(path, "a") as log:
+        log.write(lines[3])
+    assert services.rsync_log_follow() == 1
+    assert SyncState.objects.get(server=xs).status == SyncStatus.PRESENT
+    assert services.rsync_log_follow() == 0
+
+
+# --- States and coverage ----------------------------------------------------------------------
+
+
+def test_silent_and_lost_follow_the_thresholds(db, settings):
+    now = timezone.now()
+    settings.SCHOOL_SILENT_AFTER = 36 * 3600
+    settings.SCHOOL_LOST_AFTER = 7 * 86400
+    server("fresh.local", last_report_at=now - timedelta(hours=35))
+    server("silent.local", last_report_at=now - timedelta(hours=37))
+    server("lost.local", last_report_at=now - timedelta(days=8))
+    server("never.local")
+    server("off.local", active=False, last_report_at=now)
+    states = dict(selectors.servers_with_state(now=now).values_list("hostname", "state"))
+    assert states == {
+        "fresh.local": "up_to_date",
+        "silent.local": "silent",
+        "lost.local": "lost",
+        "never.local": "never",
+        "off.local": "inactive",
+    }
+
+
+def test_a_server_without_the_newest_offered_build_is_behind(db, cast, published):
+    build = published("py900-1")
+    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    now = timezone.now()
+    has = server("has.local", last_report_at=now)
+    server("lacks.local", last_report_at=now)
+    SyncState.objects.create(server=has, build=build, build_name=build.name, status="verified")
+    states = dict(
+        selectors.servers_with_state(now=now, newest=selectors.newest_offered_build()).values_list(
+            "hostname", "state"
+        )
+    )
+    assert states == {"has.local": "up_to_date", "lacks.local": "behind"}
+
+
+def test_coverage_counts_active_servers_holding_the_build(db, published):
+    build = published("py901-1")
+    now = timezone.now()
+    holding = server("a.local", last_report_at=now)
+    server("b.local", last_report_at=now)
+    server("c.local", last_report_at=now)
+    gone = server("d.local", active=False, last_report_at=now)
+    for xs in (holding, gone):
+        SyncState.objects.create(server=xs, build=build, build_name=build.name, status="present")
+    coverage = selectors.build_coverage(build)
+    assert (coverage.active_servers, coverage.holding, coverage.missing_count) == (3, 1, 2)
+    assert coverage.share == pytest.approx(1 / 3)
+    assert [s.hostname for s in coverage.missing] == ["b.local", "c.local"]
+
+
+def test_coverage_is_unknown_until_a_server_reports(db, published):
+    server("a.local")
+    assert selectors.build_coverage(published()).share is None
+
+
+def test_the_promotion_gate_passes_without_a_reason_once_coverage_is_enough(
+    db, cast, published, settings
+):
+    settings.PROMOTION_MIN_COVERAGE = 0.5
+    build = published("py902-1")
+    xs = server("a.local", last_report_at=timezone.now())
+    SyncState.objects.create(server=xs, build=build, build_name=build.name, status="verified")
+    promotion.build_promote(build=build, acting_user=cast.carol)
+    assert build.offers.get().coverage == 1.0
+
+
+def test_the_coverage_series_rises_when_servers_get_the_build(db, published):
+    build = published("py903-1")
+    start = build.published_at
+    for index in range(4):
+        xs = server(f"s{index}.local")
+        if index < 2:
+            SyncState.objects.create(
+                server=xs,
+                build=build,
+                build_name=build.name,
+                status="present",
+                held_since=start + timedelta(hours=index + 1),
+            )
+    series = selectors.coverage_series(build, now=start + timedelta(hours=10), points=11)
+    assert [share for _at, share in series][:4] == [0, 0.25, 0.5, 0.5]
+    assert series[-1][1] == 0.5
