@@ -124,7 +124,11 @@ class SyncState(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["server", "build_name"], name="one_state_per_build")
         ]
-        indexes = [models.Index(fields=["build", "status"])]
+        # Dashboards ask "does server S hold build B?" for thousands of servers at once.
+        indexes = [
+            models.Index(fields=["build", "status"]),
+            models.Index(fields=["server", "build", "status"]),
+        ]
 
     def __str__(self):
         return f"{self.server_id}:{self.build_name}={self.status}"
