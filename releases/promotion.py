@@ -28,7 +28,6 @@ from schools.selectors import build_coverage
 
 from . import updates_cfg
 from .models import (
-    AuditEvent,
     Build,
     BuildStatus,
     Deployment,
@@ -37,6 +36,7 @@ from .models import (
     OfferedEntry,
 )
 from .reasons import BuildRejected, render
+from .services import audit
 
 log = logging.getLogger(__name__)
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "oatslite" / "entry.cfg"
@@ -136,18 +136,6 @@ def _require_approver(user):
         raise PromotionRefused("promote_not_approver")
 
 
-def _audit(*, build, actor, action, code="", params=None, from_status="", to_status=""):
-    AuditEvent.objects.create(
-        build=build,
-        actor=actor,
-        action=action,
-        code=code,
-        params=params or {},
-        from_status=from_status,
-        to_status=to_status,
-    )
-
-
 def _set_build_status(build_id, to, *, actor, code, params=None):
     build = Build.objects.select_for_update().get(pk=build_id)
     if build.status == to:
@@ -155,7 +143,7 @@ def _set_build_status(build_id, to, *, actor, code, params=None):
     Build.objects.filter(pk=build_id).update(
         status=to, status_code=code, status_params=params or {}
     )
-    _audit(
+    audit(
         build=build,
         actor=actor,
         action="status",
@@ -241,9 +229,9 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
             params={"priority": priority},
         )
         if self_approval:
-            _audit(build=build, actor=acting_user, action="self_approval", code="promoted_self")
+            audit(build=build, actor=acting_user, action="self_approval", code="promoted_self")
         if reason and _below_minimum(coverage):
-            _audit(
+            audit(
                 build=build,
                 actor=acting_user,
                 action="coverage_override",
@@ -280,7 +268,7 @@ def offers_stop_all(*, acting_user, reason: str = "") -> Deployment:
             _set_build_status(
                 build_id, BuildStatus.WITHDRAWN, actor=acting_user, code="stopped_all"
             )
-        _audit(build=None, actor=acting_user, action="stop_all", code="stopped_all")
+        audit(build=None, actor=acting_user, action="stop_all", code="stopped_all")
         deployment = _queue(action="stop_all", actor=acting_user, reason=reason, deactivated=ids)
         transaction.on_commit(
             lambda: mail_approvers(
@@ -378,7 +366,7 @@ def updates_cfg_import(*, text: str, acting_user, deployed: bool = True) -> Depl
             )
         ids = [row.pk for row in created]
         _sync_build_statuses(set(ids) | previous, actor=acting_user, code="imported")
-        _audit(build=None, actor=acting_user, action="import_cfg", code="imported")
+        audit(build=None, actor=acting_user, action="import_cfg", code="imported")
         deployment = Deployment.objects.create(
             action="import",
             requested_by=acting_user,

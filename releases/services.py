@@ -48,7 +48,7 @@ class TransitionRefused(Exception):
 # --- Helpers ---------------------------------------------------------------------------------
 
 
-def _audit(*, build, actor, action, code="", params=None, from_status="", to_status=""):
+def audit(*, build, actor, action, code="", params=None, from_status="", to_status=""):
     return AuditEvent.objects.create(
         build=build,
         actor=actor,
@@ -76,7 +76,7 @@ def _transition(build_id, *, from_statuses, to, actor=None, code="", params=None
         )
         if changed != 1:
             return False
-        _audit(
+        audit(
             build=build,
             actor=actor,
             action="status",
@@ -86,6 +86,22 @@ def _transition(build_id, *, from_statuses, to, actor=None, code="", params=None
             to_status=to,
         )
     return True
+
+
+def _claim(build_id, from_status, to_status, phase):
+    """Take a build for a worker with one conditional UPDATE, so that a message delivered
+    twice, or to two workers, starts the work once. Returns the build, or None."""
+    claimed = Build.objects.filter(pk=build_id, status=from_status).update(
+        status=to_status,
+        attempts=F("attempts") + 1,
+        progress_phase=phase,
+        progress_at=timezone.now(),
+    )
+    if not claimed:
+        return None
+    build = Build.objects.get(pk=build_id)
+    audit(build=build, actor=None, action="status", from_status=from_status, to_status=to_status)
+    return build
 
 
 def _enqueue_validation(build_id):
@@ -204,7 +220,7 @@ def build_create(
                 uploaded_by=acting_user,
                 progress_total=tarball.size,
             )
-            _audit(
+            audit(
                 build=build,
                 actor=acting_user,
                 action="upload",
@@ -213,7 +229,7 @@ def build_create(
                 to_status=BuildStatus.UPLOADED,
             )
             if bare:
-                _audit(build=build, actor=acting_user, action="note", code="md5_bare")
+                audit(build=build, actor=acting_user, action="note", code="md5_bare")
             _enqueue_validation(build.pk)
     except IntegrityError:
         shutil.rmtree(folder, ignore_errors=True)
@@ -243,22 +259,9 @@ def build_validate(*, build_id) -> bool:
        manifest), check the .contents file, and compute the contents hash if configured.
     3. valid (publication enqueued) or invalid with the reason.
     """
-    claimed = Build.objects.filter(pk=build_id, status=BuildStatus.UPLOADED).update(
-        status=BuildStatus.VALIDATING,
-        attempts=F("attempts") + 1,
-        progress_phase=Phase.CHECKSUM,
-        progress_at=timezone.now(),
-    )
-    if not claimed:
+    build = _claim(build_id, BuildStatus.UPLOADED, BuildStatus.VALIDATING, Phase.CHECKSUM)
+    if build is None:
         return False
-    build = Build.objects.get(pk=build_id)
-    _audit(
-        build=build,
-        actor=None,
-        action="status",
-        from_status=BuildStatus.UPLOADED,
-        to_status=BuildStatus.VALIDATING,
-    )
     try:
         result = _run_checks(build)
     except (OSError, DatabaseError):
@@ -344,7 +347,7 @@ def _contents_hash_fields(build) -> dict:
         )
     except checks.HashCommandUnavailable as problem:
         # Not the build's fault: keep what staff entered and say why nothing was computed.
-        _audit(build=build, actor=None, action="note", code=problem.code, params=problem.params)
+        audit(build=build, actor=None, action="note", code=problem.code, params=problem.params)
         fields = {"contents_hash_note": problem.code}
         if entered:
             fields |= {"contents_hash": entered, "contents_hash_source": HashSource.ENTERED}
@@ -369,22 +372,9 @@ def build_publish(*, build_id) -> bool:
        place, `.name` last.
     3. published, or publish_failed with the reason (retry from the build page).
     """
-    claimed = Build.objects.filter(pk=build_id, status=BuildStatus.VALID).update(
-        status=BuildStatus.PUBLISHING,
-        attempts=F("attempts") + 1,
-        progress_phase=Phase.PUBLISHING,
-        progress_at=timezone.now(),
-    )
-    if not claimed:
+    build = _claim(build_id, BuildStatus.VALID, BuildStatus.PUBLISHING, Phase.PUBLISHING)
+    if build is None:
         return False
-    build = Build.objects.get(pk=build_id)
-    _audit(
-        build=build,
-        actor=None,
-        action="status",
-        from_status=BuildStatus.VALID,
-        to_status=BuildStatus.PUBLISHING,
-    )
     progress = Progress(build.pk, Phase.VERIFYING, build.size)
     try:
         publishing.publish_files(
@@ -455,7 +445,7 @@ def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
         )
         if not changed:
             raise TransitionRefused(build.status)
-        _audit(
+        audit(
             build=build,
             actor=acting_user,
             action="contents_hash",
