@@ -73,18 +73,49 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
     names = [item["name"] for item in report["builds"]]
     builds = {b.name: b for b in Build.objects.filter(name__in=names).only("pk", "name", "md5")}
     errors = []
+    known = {
+        state.build_name: state
+        for state in SyncState.objects.filter(server=server, build_name__in=names).only(
+            "build_name", "held_since"
+        )
+    }
+    rows = []
+    for item in report["builds"]:
+        build = builds.get(item["name"])
+        md5 = item.get("md5", "")
+        if build is not None and md5 and md5 != build.md5:
+            status = SyncStatus.FAILED
+            errors.append(f"{item['name']}: md5 {md5} differs from the published {build.md5}")
+        elif item.get("verified"):
+            status = SyncStatus.VERIFIED
+        else:
+            status = SyncStatus.PRESENT
+        previous = known.get(item["name"])
+        held_since = previous.held_since if previous else None
+        if status in HELD_STATUSES and held_since is None:
+            held_since = now
+        rows.append(
+            SyncState(
+                server=server,
+                build_name=item["name"],
+                build=build,
+                status=status,
+                md5=md5,
+                source="checkin",
+                first_seen_at=now,
+                last_seen_at=now,
+                held_since=held_since,
+            )
+        )
     with transaction.atomic():
-        for item in report["builds"]:
-            build = builds.get(item["name"])
-            md5 = item.get("md5", "")
-            if build is not None and md5 and md5 != build.md5:
-                status = SyncStatus.FAILED
-                errors.append(f"{item['name']}: md5 {md5} differs from the published {build.md5}")
-            elif item.get("verified"):
-                status = SyncStatus.VERIFIED
-            else:
-                status = SyncStatus.PRESENT
-            _set_state(server, item["name"], build, status, now=now, source="checkin", md5=md5)
+        # One statement for all the builds a server lists (an upsert: a report repeated
+        # concurrently cannot fail on the unique constraint); first_seen_at is kept.
+        SyncState.objects.bulk_create(
+            rows,
+            update_conflicts=True,
+            unique_fields=["server", "build_name"],
+            update_fields=["build", "status", "md5", "source", "last_seen_at", "held_since"],
+        )
         # What it no longer lists (removed, or a failed copy cleaned up) is unknown again.
         SyncState.objects.filter(
             server=server, status__in=[*HELD_STATUSES, SyncStatus.FAILED]
