@@ -43,7 +43,10 @@ def _build_upload(request):
         return render(request, "releases/build_upload.html", {"form": UploadForm()})
     build, errors = receive_build(request, via="web")
     if build is None:
-        form = UploadForm()
+        # Files cannot be put back into a file input; the typed values can.
+        form = UploadForm(
+            initial={key: request.POST.get(key, "") for key in ("name", "contents_hash")}
+        )
         context = {"form": form, "errors": errors}
         template = "releases/_upload_form.html" if request.htmx else "releases/build_upload.html"
         return render(request, template, context, status=400)

@@ -153,3 +153,15 @@ def test_it_reports_each_missing_file(csrf_client, cast):
     response = csrf_client.post(URL, {"name": "py1"}, HTTP_X_CSRFTOKEN=token)
     assert response.status_code == 400
     assert response.content.decode().count('data-field="') == 3
+
+
+def test_it_keeps_the_typed_name_and_hash_when_refusing(csrf_client, cast, tmp_path):
+    response = post_build(
+        login(csrf_client, cast.alice),
+        tmp_path / "in",
+        md5_text="0" * 32 + "  py801-2-tree.tar.bz2\n",
+        extra={"name": "py801-2b", "contents_hash": "abcdef012345"},
+    )
+    body = response.content.decode()
+    assert 'value="py801-2b"' in body
+    assert 'value="abcdef012345"' in body
