@@ -66,7 +66,8 @@ def _create(request):
     install_handler(request)
     build, errors = receive_build(request, via="api")
     if build is None:
-        status = 413 if request.upload_problem else 400
+        problem = request.upload_problem
+        status = 400 if not problem else 413 if problem[0] == "too_large" else 507
         return JsonResponse(
             {"error": _("The build was not accepted."), "errors": errors}, status=status
         )

@@ -24,6 +24,10 @@ MESSAGES = {
     "file_empty": _("The %(field)s file “%(file)s” is empty."),
     "file_not_found": _("%(file)s was not found."),
     "too_large": _("The build archive is larger than the limit of %(limit)s bytes."),
+    "upload_io_error": _(
+        "The portal could not store the upload (%(error)s); nothing was kept. Tell the "
+        "administrator (the disk may be full) and try again."
+    ),
     "md5_format": _(
         "The .md5 file is not in md5sum format (“<32 hex digits>  <file name>”): %(problem)s"
     ),

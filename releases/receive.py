@@ -21,6 +21,8 @@ def receive_build(request, *, via: str):
     try:
         form = UploadForm(request.POST, request.FILES)
         problem = request.upload_problem
+        if problem and problem[0] == "io_error":
+            return None, {problem[1]: [render("upload_io_error", {"error": problem[2]})]}
         if problem:
             field = problem[1]
             limit = field_limits().get(field, settings.MAX_BUILD_BYTES)

@@ -9,7 +9,9 @@ flat whatever the size, and nothing reads the file a second time.
 import contextlib
 import hashlib
 import os
+import queue
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from django.core.files.uploadhandler import FileUploadHandler, SkipFile, StopUpl
 
 FIELDS = ("tarball", "md5", "contents")
 CHUNK = 1024 * 1024
+# Chunks in flight per lane: bounds memory to a few MiB whatever the upload size.
+LANE_DEPTH = 8
+WRITEBACK_EVERY = 32 * 1024 * 1024
 MD5_FILE_LIMIT = 64 * 1024
 
 
@@ -50,8 +55,39 @@ class StagedFile:
             os.unlink(self.path)
 
 
+class _Lane(threading.Thread):
+    """Applies `work` to every chunk handed to it, on its own thread. hashlib and file
+    writes release the GIL, so md5, sha256 + write and the request parsing overlap on
+    separate cores instead of running one after the other."""
+
+    def __init__(self, work):
+        super().__init__(daemon=True)
+        self.work = work
+        self.chunks: queue.Queue = queue.Queue(LANE_DEPTH)
+        self.error: BaseException | None = None
+
+    def run(self):
+        while (chunk := self.chunks.get()) is not None:
+            if self.error is None:
+                try:
+                    self.work(chunk)
+                except BaseException as exc:  # handed to the writer, which raises it
+                    self.error = exc
+
+    def put(self, chunk):
+        self.chunks.put(chunk)
+
+    def close(self):
+        self.chunks.put(None)
+        self.join()
+
+
 class HashingWriter:
-    """Writes a temporary file in `folder` and hashes every byte written."""
+    """Writes a temporary file in `folder` and hashes every byte written.
+
+    Two lanes: md5 on one, sha256 and the write on the other (bounded queues: memory stays
+    at a few MiB). Every WRITEBACK_EVERY bytes the kernel is asked to start writing what it
+    has, so the final fsync does not wait for the whole file."""
 
     def __init__(self, folder: Path, limit: int):
         folder.mkdir(parents=True, exist_ok=True)
@@ -60,22 +96,58 @@ class HashingWriter:
         self.path = Path(name)
         self.limit = limit
         self.size = 0
+        self.flushed = 0
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
+        self.lanes = [_Lane(self.md5.update), _Lane(self._hash_and_write)]
+        for lane in self.lanes:
+            lane.start()
+
+    def _hash_and_write(self, data: bytes):
+        self.sha256.update(data)
+        self.file.write(data)
+        written = self.file.tell()
+        if written - self.flushed >= WRITEBACK_EVERY:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(
+                    self.file.fileno(),
+                    self.flushed,
+                    written - self.flushed,
+                    os.POSIX_FADV_DONTNEED,
+                )
+            self.flushed = written
+
+    def _raise_lane_error(self):
+        for lane in self.lanes:
+            if lane.error is not None:
+                raise lane.error
 
     def write(self, data: bytes) -> bool:
         """False, with nothing written, once the limit would be passed."""
         if self.size + len(data) > self.limit:
             return False
-        self.md5.update(data)
-        self.sha256.update(data)
-        self.file.write(data)
+        self._raise_lane_error()
+        data = bytes(data)  # the caller may reuse its buffer
+        for lane in self.lanes:
+            lane.put(data)
         self.size += len(data)
         return True
 
+    def _stop_lanes(self):
+        for lane in self.lanes:
+            lane.close()
+
     def finish(self, original_name: str) -> StagedFile:
-        self.file.flush()
-        os.fsync(self.file.fileno())
+        self._stop_lanes()
+        try:
+            self._raise_lane_error()
+            self.file.flush()
+            os.fsync(self.file.fileno())
+        except BaseException:
+            self.file.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            raise
         self.file.close()
         return StagedFile(
             path=self.path,
@@ -86,6 +158,7 @@ class HashingWriter:
         )
 
     def abort(self) -> None:
+        self._stop_lanes()
         self.file.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -152,16 +225,28 @@ class HashingUploadHandler(FileUploadHandler):
             raise SkipFile
         self.writer = HashingWriter(Path(settings.UPLOAD_TEMP_DIR), self.limits[field_name])
 
+    def _stop(self, problem):
+        self.writer.abort()
+        self.writer = None
+        self.request.upload_problem = problem
+        raise StopUpload(connection_reset=True)
+
     def receive_data_chunk(self, raw_data, start):
-        if not self.writer.write(raw_data):
-            self.writer.abort()
-            self.writer = None
-            self.request.upload_problem = ("too_large", self.field_name)
-            raise StopUpload(connection_reset=True)
+        try:
+            accepted = self.writer.write(raw_data)
+        except OSError as exc:  # disk full, I/O error: nothing kept, a clear message
+            self._stop(("io_error", self.field_name, exc.strerror or str(exc)))
+        if not accepted:
+            self._stop(("too_large", self.field_name))
         return None
 
     def file_complete(self, file_size):
-        staged = self.writer.finish(os.path.basename(self.file_name or ""))
+        try:
+            staged = self.writer.finish(os.path.basename(self.file_name or ""))
+        except OSError as exc:
+            self.writer = None
+            self.request.upload_problem = ("io_error", self.field_name, exc.strerror or str(exc))
+            raise StopUpload(connection_reset=True) from exc
         self.writer = None
         self.request.staged_files.append(staged)
         return StagedUpload(staged, self.content_type)

@@ -165,3 +165,39 @@ def test_it_keeps_the_typed_name_and_hash_when_refusing(csrf_client, cast, tmp_p
     body = response.content.decode()
     assert 'value="py801-2b"' in body
     assert 'value="abcdef012345"' in body
+
+
+def test_a_full_disk_while_receiving_gives_a_clear_message_and_keeps_nothing(
+    csrf_client, cast, tmp_path, monkeypatch
+):
+    import errno
+
+    from releases import uploads
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(uploads.HashingWriter, "_hash_and_write", disk_full)
+    response = post_build(login(csrf_client, cast.alice), tmp_path / "in")
+    assert response.status_code == 400
+    assert "No space left on device" in response.content.decode()
+    assert not Build.objects.exists()
+    assert leftover_uploads() == []
+
+
+def test_the_staged_file_has_the_bytes_and_hashes_of_a_large_upload(settings, tmp_path):
+    import hashlib
+
+    from releases.uploads import HashingWriter
+
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    writer = HashingWriter(tmp_path / "up", limit=len(data))
+    for start in range(0, len(data), 65536):
+        assert writer.write(data[start : start + 65536])
+    staged = writer.finish("x-tree.tar.bz2")
+    assert staged.path.read_bytes() == data
+    assert (staged.md5, staged.sha256, staged.size) == (
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        len(data),
+    )
