@@ -30,8 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from portal.run import web_command  # noqa: E402 - needs the repository on sys.path
+
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
-GUNICORN = str(ROOT / ".venv" / "bin" / "gunicorn")
 
 SEED = r"""
 import json, sys
@@ -225,20 +227,11 @@ def main() -> int:
     port = free_port()
     web = subprocess.Popen(
         [
-            GUNICORN,
-            "portal.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--timeout",
-            "120",
+            *web_command(str(ROOT / ".venv" / "bin"), f"127.0.0.1:{port}"),
             "--log-level",
             "warning",
+            "--access-logfile",
+            os.devnull,
         ],
         cwd=ROOT,
         env=env,

@@ -59,6 +59,9 @@ from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from portal.run import web_command  # noqa: E402 - needs the repository on sys.path
+
 BENCH_DIR = REPO / "bench"
 BIN = Path(sys.executable).parent
 MIB = 1024 * 1024
@@ -578,22 +581,7 @@ class Bench:
 
         port = _free_port()
         # As portal/run.py starts them, on a loopback port of our own.
-        web = [
-            str(BIN / "gunicorn"),
-            "portal.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--timeout",
-            "120",
-            "--access-logfile",
-            "-",
-        ]
+        web = web_command(str(BIN), f"127.0.0.1:{port}")
         worker = [
             str(BIN / "celery"),
             "-A",

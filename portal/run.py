@@ -11,6 +11,16 @@ HOST = os.environ.get("PORTAL_HOST", "127.0.0.1")
 PORT = os.environ.get("PORTAL_PORT", "8000")
 
 
+def web_command(bindir: str, bind: str) -> list[str]:
+    """gunicorn as the portal runs it: gthread keeps each worker's heartbeat going while a
+    multi-GB upload streams in (the benchmarks start it through this too)."""
+    return [
+        os.path.join(bindir, "gunicorn"), "portal.wsgi", "--bind", bind,
+        "--worker-class", "gthread", "--workers", "2", "--threads", "4",
+        "--timeout", "120", "--access-logfile", "-",
+    ]  # fmt: skip
+
+
 def main() -> int:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     import django
@@ -30,22 +40,7 @@ def main() -> int:
     python = sys.executable
     bindir = os.path.dirname(python)
     commands = {
-        "web": [
-            os.path.join(bindir, "gunicorn"),
-            "portal.wsgi",
-            "--bind",
-            f"{HOST}:{PORT}",
-            "--worker-class",
-            "gthread",
-            "--workers",
-            "2",
-            "--threads",
-            "4",
-            "--timeout",
-            "120",
-            "--access-logfile",
-            "-",
-        ],
+        "web": web_command(bindir, f"{HOST}:{PORT}"),
         "worker": [
             os.path.join(bindir, "celery"),
             "-A",
