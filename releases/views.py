@@ -195,19 +195,16 @@ def deployment_list(request):
             "drift": latest if latest and latest.status == DeploymentStatus.DRIFT else None,
             "offered": OfferedEntry.objects.active().select_related("build"),
             "stop_form": StopAllForm(),
-            "is_approver": roles.has_role(request.user, roles.APPROVERS),
         },
     )
 
 
 def _deployment_context(request, pk):
+    # `is_approver` comes from the roles context processor, like on every page.
     deployment = get_object_or_404(
         Deployment.objects.select_related("requested_by", "build", "coalesced_into"), pk=pk
     )
-    return {
-        "deployment": deployment,
-        "is_approver": roles.has_role(request.user, roles.APPROVERS),
-    }
+    return {"deployment": deployment}
 
 
 @require_GET
