@@ -7,7 +7,10 @@ flat whatever the size, and nothing reads the file a second time.
 """
 
 import contextlib
+import errno
+import fcntl
 import hashlib
+import mmap
 import os
 import queue
 import tempfile
@@ -24,6 +27,8 @@ CHUNK = 1024 * 1024
 # Chunks in flight per lane: bounds memory to a few MiB whatever the upload size.
 LANE_DEPTH = 8
 WRITEBACK_EVERY = 32 * 1024 * 1024
+# Direct writes go a whole aligned buffer at a time (a multiple of any disk's block size).
+DIRECT_BUFFER = 1024 * 1024
 MD5_FILE_LIMIT = 64 * 1024
 
 
@@ -82,21 +87,107 @@ class _Lane(threading.Thread):
         self.join()
 
 
+class _Sink:
+    """The staged file's descriptor, written with O_DIRECT where the filesystem allows it.
+
+    Direct writes skip the page cache: no copy of every byte into it, no gigabyte of dirty
+    pages for the final fsync to wait for, and a multi-GB upload does not push everything
+    else out of memory. O_DIRECT needs whole, aligned blocks, so bytes are gathered into an
+    aligned buffer (mmap memory is page aligned) and written a buffer at a time; the tail,
+    and everything after any surprise (a filesystem refusing direct writes, a short write),
+    is written the ordinary way, with writeback started every WRITEBACK_EVERY bytes so the
+    final fsync does not wait for the whole file."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.written = 0
+        self.flushed = 0
+        self.buffer = None
+        self.filled = 0
+        direct = getattr(os, "O_DIRECT", 0)
+        if direct:
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | direct)
+                self.buffer = mmap.mmap(-1, DIRECT_BUFFER)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and self.buffer is not None:
+            take = min(len(view), DIRECT_BUFFER - self.filled)
+            self.buffer[self.filled : self.filled + take] = view[:take]
+            self.filled += take
+            view = view[take:]
+            if self.filled == DIRECT_BUFFER:
+                self._write_buffer()  # may end direct writes: the rest is written below
+        if view:
+            self._write_all(view)
+
+    def _write_buffer(self):
+        try:
+            done = os.write(self.fd, self.buffer)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            done = 0  # the filesystem took the flag but not the write: write it normally
+        self.written += done
+        if done != len(self.buffer):
+            buffer = self._stop_direct()
+            with memoryview(buffer) as view:
+                self._write_all(view[done : self.filled])
+            buffer.close()
+        self.filled = 0
+
+    def _stop_direct(self):
+        """From here on, ordinary writes: keeps what is in the buffer to write next."""
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        buffer, self.buffer = self.buffer, None
+        return buffer
+
+    def _write_all(self, view: memoryview) -> None:
+        while view:
+            done = os.write(self.fd, view)
+            view = view[done:]
+            self.written += done
+        if self.written - self.flushed >= WRITEBACK_EVERY:
+            with contextlib.suppress(OSError, AttributeError):
+                os.posix_fadvise(
+                    self.fd, self.flushed, self.written - self.flushed, os.POSIX_FADV_DONTNEED
+                )
+            self.flushed = self.written
+
+    def finish(self) -> None:
+        if self.buffer is not None:
+            filled = self.filled
+            buffer = self._stop_direct()
+            with memoryview(buffer) as view:
+                self._write_all(view[:filled])
+            buffer.close()
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        """Idempotent: an abort after a failed finish closes nothing twice."""
+        if self.buffer is not None:
+            self.buffer.close()
+            self.buffer = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 class HashingWriter:
     """Writes a temporary file in `folder` and hashes every byte written.
 
     Two lanes: md5 on one, sha256 and the write on the other (bounded queues: memory stays
-    at a few MiB). Every WRITEBACK_EVERY bytes the kernel is asked to start writing what it
-    has, so the final fsync does not wait for the whole file."""
+    at a few MiB)."""
 
     def __init__(self, folder: Path, limit: int):
         folder.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=folder, prefix=".upload-")
-        self.file = os.fdopen(fd, "wb", buffering=0)
+        self.sink = _Sink(fd)
         self.path = Path(name)
         self.limit = limit
         self.size = 0
-        self.flushed = 0
         self.md5 = hashlib.md5(usedforsecurity=False)
         self.sha256 = hashlib.sha256()
         self.lanes = [_Lane(self.md5.update), _Lane(self._hash_and_write)]
@@ -105,17 +196,7 @@ class HashingWriter:
 
     def _hash_and_write(self, data: bytes):
         self.sha256.update(data)
-        self.file.write(data)
-        written = self.file.tell()
-        if written - self.flushed >= WRITEBACK_EVERY:
-            with contextlib.suppress(OSError, AttributeError):
-                os.posix_fadvise(
-                    self.file.fileno(),
-                    self.flushed,
-                    written - self.flushed,
-                    os.POSIX_FADV_DONTNEED,
-                )
-            self.flushed = written
+        self.sink.write(data)
 
     def _raise_lane_error(self):
         for lane in self.lanes:
@@ -141,14 +222,13 @@ class HashingWriter:
         self._stop_lanes()
         try:
             self._raise_lane_error()
-            self.file.flush()
-            os.fsync(self.file.fileno())
+            self.sink.finish()
         except BaseException:
-            self.file.close()
+            self.sink.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             raise
-        self.file.close()
+        self.sink.close()
         return StagedFile(
             path=self.path,
             original_name=original_name,
@@ -159,7 +239,7 @@ class HashingWriter:
 
     def abort(self) -> None:
         self._stop_lanes()
-        self.file.close()
+        self.sink.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 

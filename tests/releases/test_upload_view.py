@@ -201,3 +201,44 @@ def test_the_staged_file_has_the_bytes_and_hashes_of_a_large_upload(settings, tm
         hashlib.sha256(data).hexdigest(),
         len(data),
     )
+
+
+def test_the_upload_skips_the_page_cache_where_the_filesystem_allows(tmp_path):
+    import fcntl
+
+    from releases.uploads import HashingWriter
+
+    writer = HashingWriter(tmp_path / "up", limit=10)
+    try:
+        # The test folder is on the repository's disk (ext4 here, as in CI): O_DIRECT works.
+        assert fcntl.fcntl(writer.sink.fd, fcntl.F_GETFL) & os.O_DIRECT
+    finally:
+        writer.abort()
+
+
+def test_a_filesystem_refusing_direct_writes_still_gets_every_byte(tmp_path, monkeypatch):
+    """Some filesystems take O_DIRECT at open and refuse the write itself (EINVAL): the
+    writer goes on with ordinary writes and loses nothing."""
+    import errno
+    import fcntl
+    import hashlib
+
+    from releases.uploads import HashingWriter
+
+    real_write, refused = os.write, []
+
+    def write(fd, data):
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            refused.append(len(data))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    writer = HashingWriter(tmp_path / "up", limit=len(data))
+    for start in range(0, len(data), 300_000):
+        assert writer.write(data[start : start + 300_000])
+    staged = writer.finish("x-tree.tar.bz2")
+    assert refused == [1024 * 1024]  # one refusal, then ordinary writes
+    assert staged.path.read_bytes() == data
+    assert staged.md5 == hashlib.md5(data).hexdigest()
