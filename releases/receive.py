@@ -2,13 +2,20 @@
 the staged files to `services.build_create`, and always clean up what was not taken."""
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
+from django.core.files.uploadhandler import StopUpload
+from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
 
-from . import services
+from . import checks, services
 from .forms import UploadForm
 from .reasons import BuildRejected, render
 from .uploads import HashingUploadHandler, discard_staged, error_field, field_limits
+
+# What Django raises while taking a request body apart (or the handler, to stop one).
+BODY_ERRORS = (StopUpload, MultiPartParserError, TooManyFieldsSent, TooManyFilesSent)
+# The .contents is parsed in the request only up to this size (a real one is a few MiB).
+CONTENTS_CHECK_AT_UPLOAD = 16 * 1024 * 1024
 
 
 def install_handler(request) -> None:
@@ -19,7 +26,10 @@ def install_handler(request) -> None:
 def receive_build(request, *, via: str):
     """Returns (build, None) or (None, {field: [messages]})."""
     try:
-        form = UploadForm(request.POST, request.FILES)
+        try:
+            form = UploadForm(request.POST, request.FILES)
+        except BODY_ERRORS as exc:
+            return None, body_refused(request, exc)
         problem = request.upload_problem
         if problem and problem[0] == "io_error":
             return None, {problem[1]: [render("upload_io_error", {"error": problem[2]})]}
@@ -34,6 +44,12 @@ def receive_build(request, *, via: str):
         if not form.is_valid():
             return None, {field: list(errors) for field, errors in form.errors.items()}
         data = form.cleaned_data
+        # Cheap next to the archive, and caught here it does not cost the build its name.
+        # A very large file is left to the validation task, so the web worker stays small.
+        if data["contents"].staged.size <= CONTENTS_CHECK_AT_UPLOAD:
+            checks.check_contents(
+                data["contents"].staged.path, max_bytes=settings.MAX_CONTENTS_BYTES
+            )
         build = services.build_create(
             acting_user=request.user,
             tarball=data["tarball"].staged,
@@ -50,3 +66,30 @@ def receive_build(request, *, via: str):
         return None, {"__all__": [_("The request is too large.")]}
     finally:
         discard_staged(request)
+
+
+def body_refused(request, exc) -> dict:
+    """The errors for a request body Django could not take apart, or that the upload handler
+    stopped before reading (too large). Later reads of request.POST then see it empty
+    instead of parsing the body again."""
+    # A parse error in the middle of a file leaves its writer open: abort it, drop the rest.
+    for handler in getattr(request, "upload_handlers", []):
+        handler.upload_interrupted()
+    discard_staged(request)
+    request._mark_post_parse_error()
+    if isinstance(exc, StopUpload):
+        return {"tarball": [render("too_large", {"limit": settings.MAX_BUILD_BYTES})]}
+    if isinstance(exc, TooManyFieldsSent):
+        message = _("The request has too many fields (at most %(limit)s).") % {
+            "limit": settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        }
+    elif isinstance(exc, TooManyFilesSent):
+        message = _("The request has too many files (at most %(limit)s).") % {
+            "limit": settings.DATA_UPLOAD_MAX_NUMBER_FILES
+        }
+    else:
+        message = _(
+            "The request is not valid multipart/form-data (%(error)s); send the fields "
+            "tarball, md5 and contents as files."
+        ) % {"error": exc}
+    return {"__all__": [message]}

@@ -17,7 +17,7 @@ from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import BuildRejected
 from .reasons import render as render_reason
-from .receive import install_handler, receive_build
+from .receive import BODY_ERRORS, body_refused, install_handler, receive_build
 
 
 @require_GET
@@ -32,9 +32,15 @@ def build_upload(request):
     """The upload page. CSRF is checked by the inner view, after our streaming upload
     handler is installed (the middleware would otherwise parse the body first)."""
     require_role(request, roles.UPLOADERS)
-    if request.method == "POST":
-        install_handler(request)
-    return _build_upload(request)
+    if request.method != "POST":
+        return _build_upload(request)
+    install_handler(request)
+    try:
+        return _build_upload(request)
+    except BODY_ERRORS as exc:
+        # The CSRF check reads the body first: one it cannot take apart (or too large to
+        # read) is answered here, with the reason; nothing was kept.
+        return _upload_refused(request, body_refused(request, exc))
 
 
 @csrf_protect
@@ -43,13 +49,7 @@ def _build_upload(request):
         return render(request, "releases/build_upload.html", {"form": UploadForm()})
     build, errors = receive_build(request, via="web")
     if build is None:
-        # Files cannot be put back into a file input; the typed values can.
-        form = UploadForm(
-            initial={key: request.POST.get(key, "") for key in ("name", "contents_hash")}
-        )
-        context = {"form": form, "errors": errors}
-        template = "releases/_upload_form.html" if request.htmx else "releases/build_upload.html"
-        return render(request, template, context, status=400)
+        return _upload_refused(request, errors)
     messages.success(
         request, _("Build %(name)s received; validation has started.") % {"name": build.name}
     )
@@ -57,6 +57,14 @@ def _build_upload(request):
     if request.htmx:
         return HttpResponseClientRedirect(url)
     return redirect(url)
+
+
+def _upload_refused(request, errors):
+    # Files cannot be put back into a file input; the typed values can.
+    form = UploadForm(initial={key: request.POST.get(key, "") for key in ("name", "contents_hash")})
+    context = {"form": form, "errors": errors}
+    template = "releases/_upload_form.html" if request.htmx else "releases/build_upload.html"
+    return render(request, template, context, status=400)
 
 
 def _build_context(request, name):

@@ -41,8 +41,11 @@ def parse_checkin(body: bytes) -> dict:
         data = json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
         raise CheckinInvalid("the body is not UTF-8") from None
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:
+        # JSONDecodeError, and a number too long to convert (over 4300 digits).
         raise CheckinInvalid(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise CheckinInvalid("the body is not JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise CheckinInvalid("the body must be a JSON object")
     unknown = set(data) - TOP_KEYS

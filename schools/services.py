@@ -272,12 +272,39 @@ def servers_import_csv(*, text: str) -> ImportResult:
     skipped; the good lines are imported together, in one transaction."""
     result = ImportResult()
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    header = {(name or "").strip().lower() for name in reader.fieldnames or []}
-    missing = REQUIRED_COLUMNS - header
-    if missing:
-        result.errors.append((1, f"missing columns: {', '.join(sorted(missing))}"))
+    try:
+        header = {(name or "").strip().lower() for name in reader.fieldnames or []}
+        missing = REQUIRED_COLUMNS - header
+        if missing:
+            result.errors.append((1, f"missing columns: {', '.join(sorted(missing))}"))
+            return result
+        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
+        rows = _valid_rows(reader, result)
+    except csv.Error as exc:
+        # The file itself is broken (e.g. a field over csv.field_size_limit()): what follows
+        # cannot be trusted, so nothing is imported.
+        # line_num counts the lines read before the one that failed.
+        result.errors.append(
+            (reader.line_num + 1, f"this line cannot be read as CSV ({exc}); nothing was imported")
+        )
         return result
-    reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
+    with transaction.atomic():
+        existing = {s.hostname: s for s in SchoolServer.objects.filter(hostname__in=rows)}
+        for hostname, (_line, values) in rows.items():
+            server = existing.get(hostname)
+            if server is None:
+                SchoolServer.objects.create(hostname=hostname, **values)
+                result.created += 1
+            else:
+                for key, value in values.items():
+                    setattr(server, key, value)
+                server.save(update_fields=list(values))
+                result.updated += 1
+    return result
+
+
+def _valid_rows(reader: csv.DictReader, result: ImportResult) -> dict:
+    """{hostname: (line, values)} for the good lines; each bad one goes to result.errors."""
     rows = {}
     for row in reader:
         line = reader.line_num
@@ -293,19 +320,7 @@ def servers_import_csv(*, text: str) -> ImportResult:
             result.errors.append((line, f"{hostname} already appears on line {rows[hostname][0]}"))
             continue
         rows[hostname] = (line, values)
-    with transaction.atomic():
-        existing = {s.hostname: s for s in SchoolServer.objects.filter(hostname__in=rows)}
-        for hostname, (_line, values) in rows.items():
-            server = existing.get(hostname)
-            if server is None:
-                SchoolServer.objects.create(hostname=hostname, **values)
-                result.created += 1
-            else:
-                for key, value in values.items():
-                    setattr(server, key, value)
-                server.save(update_fields=list(values))
-                result.updated += 1
-    return result
+    return rows
 
 
 def rsync_log_follow(*, path=None, max_rounds: int = 20) -> int:

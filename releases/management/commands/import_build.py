@@ -5,9 +5,10 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from portal import roles
-from releases import services
+from releases import checks, services
 from releases.models import FINAL_PIPELINE_STATUSES, Build, BuildStatus
 from releases.reasons import BuildRejected, render
 from releases.uploads import MD5_FILE_LIMIT, stage_local_file
@@ -56,7 +57,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, tarball, name, contents_hash, by, wait, timeout, **options):
         md5_path, contents_path = self._companions(tarball)
-        user = self._user(by)
+        # The system account is created on first use, and a refused import is no use.
+        user = self._user(by) if by else None
         staged = []
         try:
             self.stdout.write(f"Reading {tarball} …")
@@ -73,15 +75,17 @@ class Command(BaseCommand):
                     ) from None
                 except OSError as exc:
                     raise CommandError(f"Cannot read {path}: {exc.strerror}") from None
-            build = services.build_create(
-                acting_user=user,
-                tarball=staged[0],
-                md5_file=staged[1],
-                contents=staged[2],
-                name=name,
-                contents_hash=contents_hash,
-                via="cli",
-            )
+            checks.check_contents(staged[2].path, max_bytes=settings.MAX_CONTENTS_BYTES)
+            with transaction.atomic():
+                build = services.build_create(
+                    acting_user=user or system_user(),
+                    tarball=staged[0],
+                    md5_file=staged[1],
+                    contents=staged[2],
+                    name=name,
+                    contents_hash=contents_hash,
+                    via="cli",
+                )
         except BuildRejected as rejection:
             raise CommandError(rejection.message) from None
         finally:
@@ -92,8 +96,6 @@ class Command(BaseCommand):
             self._follow(build, timeout)
 
     def _user(self, username):
-        if not username:
-            return system_user()
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user named {username!r}.")

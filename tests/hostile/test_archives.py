@@ -1,0 +1,266 @@
+"""Broken archives: ACCEPTED at upload, then rejected by validation, never published.
+
+Why these are not refused with a 4xx like the rest: a truncated or corrupt stream, a file
+that is not a tar, a decompression bomb, an absolute or `..` member name, or a second tree
+under versions/pristine/ can only be seen by reading the whole archive, and builds are
+multi-GB files. The upload only streams and hashes the bytes; the validation task reads the
+archive to the end (issue 2). So the upload answers 201, and the build then ends `invalid`
+with the specific reason code. The same holds for a contents hash that disagrees with the
+configured command, which validation runs.
+
+Each row uploads through the API, runs validation synchronously (the task's service, as a
+worker would), tries to publish, and asserts: `invalid` with the row's reason, nothing in the
+puppet content folder, no updates.cfg write, no offered entry, no manifest, and no change
+anywhere but the build's own row, its audit trail and its folder in the build store.
+"""
+
+import io
+import random
+import sys
+import tarfile
+from dataclasses import dataclass, field
+
+import pytest
+from django.conf import settings as django_settings
+from django.test import Client
+from django.utils import translation
+
+from portal.services import api_token_create
+from releases import services
+from releases.models import Build, BuildStatus, OfferedEntry
+
+from ..factories import DEFAULT_TREE, compress, stage, tar_bytes, write_build
+from . import snapshot
+from .test_builds import API_URL, Bad, upload_data
+
+# Incompressible, so that cutting or damaging the middle of the stream hits real data.
+TREE = dict(DEFAULT_TREE, **{"usr/lib/blob": random.Random(1).randbytes(50_000)})
+# What a rejected build may change: its own row, its audit trail and its store folder.
+OWN_TABLES = {"releases.build", "releases.auditevent"}
+
+
+def member(name, data=b"x", type_=tarfile.REGTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.mode = 0o755 if type_ == tarfile.DIRTYPE else 0o644
+    info.size = len(data) if type_ == tarfile.REGTYPE else 0
+    return info, data if type_ == tarfile.REGTYPE else None
+
+
+def truncated(compression):
+    data = compress(tar_bytes(TREE), compression)
+    return data[: len(data) // 2]
+
+
+def corrupt(compression):
+    data = bytearray(compress(tar_bytes(TREE), compression))
+    middle = len(data) // 2
+    for index in range(middle, middle + 64):
+        data[index] ^= 0xFF
+    return bytes(data)
+
+
+def empty_tar():
+    buffer = io.BytesIO()
+    tarfile.open(fileobj=buffer, mode="w").close()
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class Broken:
+    id: str
+    code: str
+    expect: str  # a fragment of the English reason
+    tarball: bytes | None = None
+    compression: str = "bz2"
+    contents_hash: str = ""
+    limits: dict = field(default_factory=dict)
+
+
+def published_files():
+    folder = django_settings.PUPPETCONTENT_OS_DIR
+    return sorted(path.name for path in folder.iterdir()) if folder.exists() else []
+
+
+def hash_command(script):
+    return [sys.executable, "-c", script, "{path}"]
+
+
+BROKEN_CASES = [
+    *[
+        Broken(
+            f"truncated-{c}",
+            "archive_truncated",
+            f"The archive is truncated: {c} data ends too early.",
+            truncated(c),
+            c,
+        )
+        for c in ("bz2", "xz", "lzma")
+    ],
+    *[
+        Broken(
+            f"corrupt-{c}",
+            "archive_corrupt",
+            f"The archive is corrupt: the {c} data cannot be read",
+            corrupt(c),
+            c,
+        )
+        for c in ("bz2", "xz", "lzma")
+    ],
+    *[
+        Broken(
+            f"not-a-tar-{c}",
+            "archive_not_tar",
+            "The archive does not hold a tar file",
+            compress(random.Random(2).randbytes(5000), c),
+            c,
+        )
+        for c in ("bz2", "xz", "lzma")
+    ],
+    Broken(
+        "gzip-named-bz2",
+        "archive_corrupt",
+        "this is not bzip2 data",
+        b"\x1f\x8b\x08\x00" + random.Random(3).randbytes(500),
+    ),
+    Broken(
+        "plain-tar-named-xz",
+        "archive_corrupt",
+        "this is not xz data",
+        tar_bytes(TREE),
+        "xz",
+    ),
+    Broken(
+        "bomb-unpacked-size",
+        "archive_too_big",
+        "unpacks to more than 100000 bytes",
+        compress(tar_bytes({"dev/zero": bytes(5_000_000)}), "xz"),
+        "xz",
+        limits={"MAX_UNPACKED_BYTES": 100_000},
+    ),
+    Broken(
+        "bomb-member-count",
+        "archive_too_many",
+        "holds more than 20 entries",
+        compress(tar_bytes({f"etc/f{n}": b"" for n in range(100)}), "bz2"),
+        limits={"MAX_ARCHIVE_MEMBERS": 20},
+    ),
+    Broken(
+        "absolute-member",
+        "archive_absolute_path",
+        "an absolute path, which is not allowed: “/etc/shadow”",
+        compress(tar_bytes(TREE, extra=[member("/etc/shadow")]), "bz2"),
+    ),
+    Broken(
+        "parent-member",
+        "archive_parent_path",
+        "climbs out with “..”: “versions/pristine/21021/../../../etc/cron.d/evil”",
+        compress(
+            tar_bytes(TREE, extra=[member("versions/pristine/21021/../../../etc/cron.d/evil")]),
+            "bz2",
+        ),
+    ),
+    Broken(
+        "two-pristine-trees",
+        "archive_several_pristine",
+        "versions/pristine/ holds 2 entries (21021, 99999)",
+        compress(tar_bytes(TREE, extra=[member("versions/pristine/99999/etc/issue")]), "bz2"),
+    ),
+    Broken(
+        "empty-pristine",
+        "archive_empty_pristine",
+        "versions/pristine/ is present but empty.",
+        compress(
+            tar_bytes(
+                {},
+                pristine=None,
+                extra=[
+                    member("versions", type_=tarfile.DIRTYPE),
+                    member("versions/pristine", type_=tarfile.DIRTYPE),
+                ],
+            ),
+            "bz2",
+        ),
+    ),
+    Broken(
+        "no-members",
+        "archive_empty",
+        "The archive holds no files.",
+        compress(empty_tar(), "xz"),
+        "xz",
+    ),
+    Broken(
+        "contents-hash-mismatch",
+        "hash_mismatch",
+        "The contents hash entered (enteredhash0001) differs from the one computed",
+        contents_hash="enteredhash0001",
+        limits={"CONTENTS_HASH_COMMAND": hash_command("print('computedhash0002')")},
+    ),
+    Broken(
+        "contents-hash-command-fails",
+        "hash_command_failed",
+        "failed on this .contents file (exit status 3): not a manifest",
+        limits={
+            "CONTENTS_HASH_COMMAND": hash_command(
+                "import sys; sys.stderr.write('not a manifest'); sys.exit(3)"
+            )
+        },
+    ),
+    Broken(
+        "contents-hash-command-prints-garbage",
+        "hash_invalid",
+        "is not a contents hash",
+        limits={"CONTENTS_HASH_COMMAND": hash_command("print('<not a hash>')")},
+    ),
+]
+
+
+@pytest.mark.parametrize("case", BROKEN_CASES, ids=lambda case: case.id)
+def test_a_broken_archive_is_accepted_then_ends_invalid_and_is_never_published(
+    case, cast, settings, tmp_path
+):
+    for key, value in case.limits.items():
+        setattr(settings, key, value)
+    files = write_build(
+        tmp_path / "in", "py801-2", compression=case.compression, tarball=case.tarball
+    )
+    _token, key = api_token_create(user=cast.alice)
+    client = Client(HTTP_AUTHORIZATION=f"Token {key}")
+    before = snapshot.take()
+
+    good = Bad("upload", (), contents_hash=case.contents_hash)
+    response = client.post(API_URL, upload_data(files, good))
+    assert response.status_code == 201, response.content
+    build = Build.objects.get(name="py801-2")
+    assert build.status == BuildStatus.UPLOADED
+
+    assert services.build_validate(build_id=build.pk)
+    assert not services.build_publish(build_id=build.pk)
+    build.refresh_from_db()
+    with translation.override("en"):
+        assert (build.status, build.status_code) == (BuildStatus.INVALID, case.code)
+        assert case.expect in build.status_detail
+
+    after = snapshot.take()
+    changed = {line.split(":")[0] for line in snapshot.differences(before, after)}
+    store = django_settings.BUILD_STORE_DIR.relative_to(django_settings.PORTAL_DATA_DIR)
+    assert changed <= OWN_TABLES | {"file added"}, snapshot.differences(before, after)
+    added = set(after.files) - set(before.files)
+    assert added and all(path.startswith(f"{store}/{build.store_dir}") for path in added)
+    assert published_files() == []
+    assert after.config == before.config
+    assert not OfferedEntry.objects.exists()
+
+
+def test_validation_still_rejects_contents_the_upload_did_not_check(cast, tmp_path):
+    """The upload checks the .contents file, but a build staged any other way is checked
+    again by validation: a number too long to convert once left it stuck in `validating`."""
+    paths = write_build(tmp_path / "in", "py801-2", contents=b'{"size": ' + b"9" * 5000 + b"}")
+    staged = [stage(path, django_settings.UPLOAD_TEMP_DIR) for path in paths]
+    build = services.build_create(
+        acting_user=cast.alice, tarball=staged[0], md5_file=staged[1], contents=staged[2]
+    )
+    assert services.build_validate(build_id=build.pk)
+    build.refresh_from_db()
+    assert (build.status, build.status_code) == (BuildStatus.INVALID, "contents_not_json")
+    assert published_files() == []
