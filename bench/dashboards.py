@@ -19,79 +19,15 @@ It prints figures and ratios; it asserts nothing about time.
 import argparse
 import http.client
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from portal.run import web_command  # noqa: E402 - needs the repository on sys.path
-
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
-
-SEED = r"""
-import json, sys
-from datetime import timedelta
-import django
-django.setup()
-from django.contrib.auth.models import Group, User
-from django.contrib.sessions.backends.db import SessionStore
-from django.contrib.auth import SESSION_KEY, BACKEND_SESSION_KEY, HASH_SESSION_KEY
-from django.utils import timezone
-from releases.models import Build, BuildStatus, OfferedEntry
-from schools.models import SchoolServer, SyncState, hash_token
-
-servers, builds = int(sys.argv[1]), int(sys.argv[2])
-now = timezone.now()
-coordinator = User.objects.create_user("bench", password="bench-password-1")
-coordinator.groups.add(Group.objects.get(name="coordinators"))
-build_rows = Build.objects.bulk_create(
-    Build(name=f"py{index:03d}-1", compression="bz2", status=BuildStatus.PUBLISHED, size=1,
-          md5=f"{index:032x}", sha256="0" * 64, contents_size=1, contents_sha256="0" * 64,
-          store_dir=f"s{index}", uploaded_by=coordinator, original_filename="x",
-          contents_hash=f"hash{index:08d}", published_at=now - timedelta(days=builds - index))
-    for index in range(builds))
-newest = build_rows[-1]
-Build.objects.filter(pk=newest.pk).update(status=BuildStatus.OFFERED)
-OfferedEntry.objects.create(section=newest.contents_hash, build=newest, name=newest.name,
-                            priority="normal", update_path="x", position=1)
-keys = [f"bench-token-{index:06d}" for index in range(servers)]
-server_rows = SchoolServer.objects.bulk_create(
-    SchoolServer(hostname=f"xs-{index:05d}.local", name=f"xs-{index}", school=f"Escuela {index}",
-                 department=f"Departamento {index % 17}", token_hash=hash_token(keys[index]),
-                 last_report_at=now - timedelta(hours=index % 60))
-    for index in range(servers))
-batch = []
-for number, server in enumerate(server_rows):
-    for index, build in enumerate(build_rows):
-        if (number + index) % 10 == 0:
-            continue  # about 10% missing, so there are lagging servers
-        batch.append(SyncState(server=server, build=build, build_name=build.name,
-                               status="present", held_since=now - timedelta(hours=index)))
-    if len(batch) > 20000:
-        SyncState.objects.bulk_create(batch)
-        batch = []
-SyncState.objects.bulk_create(batch)
-session = SessionStore()
-session[SESSION_KEY] = str(coordinator.pk)
-session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-session[HASH_SESSION_KEY] = coordinator.get_session_auth_hash()
-session.create()
-print(json.dumps({"session": session.session_key, "keys": keys, "build": build_rows[0].name,
-                  "server": server_rows[0].hostname}))
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+import harness
+import schoolseed
 
 
 def timed_get(port, path, cookie) -> float:
@@ -131,8 +67,8 @@ def checkin_load(port, keys, seconds, threads=8, limit=200_000):
             key = keys[index % len(keys)]
             body = json.dumps(
                 {
-                    "hostname": f"xs-{index % len(keys):05d}.local",
-                    "builds": [{"name": "py000-1", "verified": False}],
+                    "hostname": schoolseed.hostname(index % len(keys)),
+                    "builds": [{"name": schoolseed.build_name(0), "verified": False}],
                     "disk_free_bytes": 10**10,
                     "client_version": "bench",
                 }
@@ -191,16 +127,7 @@ def main() -> int:
     args = parser.parse_args()
 
     data = tempfile.mkdtemp(prefix="xo-bench-dash-")
-    env = dict(
-        os.environ,
-        PORTAL_DATA_DIR=data,
-        DJANGO_SETTINGS_MODULE="portal.settings",
-        DJANGO_SECRET_KEY="bench-only",
-        DJANGO_DEBUG="false",
-        DJANGO_HTTPS="false",
-        DJANGO_ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
-    )
+    env = harness.portal_env(data)
     database = env.get("DATABASE_URL", "sqlite (embedded default)")
     if env.get("DATABASE_URL", "").startswith("postgres"):
         print(
@@ -208,67 +135,40 @@ def main() -> int:
             "scratch database."
         )
     print(f"database: {database}")
-    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     started = time.monotonic()
-    seeded = subprocess.run(
-        [PYTHON, "-c", SEED, str(args.servers), str(args.builds)],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    seed = json.loads(seeded.stdout.strip().splitlines()[-1])
+    session = harness.migrate_and_seed(env, args.servers, args.builds)["sessions"][0]
     print(
         f"seeded {args.servers} servers x {args.builds} builds in "
         f"{time.monotonic() - started:.0f} s"
     )
+    keys = [schoolseed.token(number) for number in range(args.servers)]
 
-    port = free_port()
-    web = subprocess.Popen(
-        [
-            *web_command(str(ROOT / ".venv" / "bin"), f"127.0.0.1:{port}"),
-            "--log-level",
-            "warning",
-            "--access-logfile",
-            os.devnull,
-        ],
-        cwd=ROOT,
-        env=env,
-    )
+    port = harness.free_port()
+    web = harness.start_web(env, port)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                timed_get(port, "/schools/client/", seed["session"])
-                break
-            except (OSError, RuntimeError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.3)
+        harness.wait_until(lambda: timed_get(port, "/schools/client/", session))
         pages = [
             ("trivial page (/schools/client/)", "/schools/client/"),
             ("overview", "/schools/"),
             ("overview, filtered", "/schools/?state=behind&department=Departamento+3&q=xs"),
             ("overview, last page", "/schools/?page=50"),
-            ("build coverage", f"/schools/builds/{seed['build']}/"),
-            ("server page", f"/schools/{seed['server']}/"),
+            ("build coverage", f"/schools/builds/{schoolseed.build_name(0)}/"),
+            ("server page", f"/schools/{schoolseed.hostname(0)}/"),
         ]
-        results = measure_pages(port, seed["session"], pages, args.rounds)
+        results = measure_pages(port, session, pages, args.rounds)
         base = results[pages[0][0]][0]
         print(f"\n{'page':<34}{'median':>10}{'p95':>10}{'ratio':>8}")
         for label, (median, p95) in results.items():
             print(f"{label:<34}{median * 1000:>8.1f}ms{p95 * 1000:>8.1f}ms{median / base:>8.1f}")
 
-        load = checkin_load(port, seed["keys"], args.seconds)
+        load = checkin_load(port, keys, args.seconds)
         print(
             f"\ncheck-ins through gunicorn: {load['requests']} in {args.seconds:g} s, "
             f"{load['rps']:.0f}/s, p50 {load['p50'] * 1000:.1f} ms, "
             f"p95 {load['p95'] * 1000:.1f} ms, errors {load['errors']} {load['error_sample']}"
         )
     finally:
-        web.terminate()
-        web.wait(timeout=30)
+        harness.stop(web)
         subprocess.run(["rm", "-rf", data], check=False)
     return 0
 

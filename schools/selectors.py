@@ -70,25 +70,22 @@ def build_coverage(build, *, missing_limit: int = MISSING_SHOWN) -> Coverage:
 
 
 def coverage_series(build, *, now=None, points: int = 30) -> list[tuple]:
-    """(time, share) from publication to now, from when each active server first held it."""
+    """(time, share) from publication to now, from when each active server first held it.
+
+    Counted by the database, one count per point in one query: sending every server's
+    time to Python took a large share of the page's time at 5,000 servers."""
     now = now or timezone.now()
     start = build.published_at or build.created_at
     total = SchoolServer.objects.active().count()
-    since = sorted(
-        SyncState.objects.filter(
-            build=build, server__active=True, held_since__isnull=False
-        ).values_list("held_since", flat=True)
-    )
     if not total or now <= start:
         return []
     step = (now - start) / max(points - 1, 1)
-    series, index = [], 0
-    for point in range(points):
-        at = start + step * point
-        while index < len(since) and since[index] <= at:
-            index += 1
-        series.append((at, index / total))
-    return series
+    moments = [start + step * point for point in range(points)]
+    held = SyncState.objects.filter(build=build, server__active=True, held_since__isnull=False)
+    counts = held.aggregate(
+        **{f"p{i}": Count("pk", filter=Q(held_since__lte=at)) for i, at in enumerate(moments)}
+    )
+    return [(at, counts[f"p{i}"] / total) for i, at in enumerate(moments)]
 
 
 def newest_offered_build():

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from releases.models import Build
@@ -25,6 +25,8 @@ from .models import (
 from .rsynclog import Position, parse_line, read_new_lines
 
 CHECKIN_HISTORY = 100
+# What a check-in reads of a server's states to tell which ones changed.
+STATE_FIELDS = ("pk", "build_name", "build_id", "status", "md5", "source", "held_since")
 
 
 def server_token_rotate(*, server: SchoolServer) -> str:
@@ -68,64 +70,79 @@ def _set_state(server, name, build, status, *, now, source, md5=""):
 def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn:
     """Store a validated check-in: the server's latest facts, one state per build it lists
     (unknown names kept as such), builds it no longer lists back to unknown, and the raw
-    report in a bounded history. Repeating the same report changes nothing but times."""
-    now = timezone.now()
-    names = [item["name"] for item in report["builds"]]
-    builds = {b.name: b for b in Build.objects.filter(name__in=names).only("pk", "name", "md5")}
-    errors = []
-    known = {
-        state.build_name: state
-        for state in SyncState.objects.filter(server=server, build_name__in=names).only(
-            "build_name", "held_since"
-        )
-    }
-    rows = []
-    for item in report["builds"]:
-        build = builds.get(item["name"])
-        md5 = item.get("md5", "")
-        if build is not None and md5 and md5 != build.md5:
-            status = SyncStatus.FAILED
-            errors.append(f"{item['name']}: md5 {md5} differs from the published {build.md5}")
-        elif item.get("verified"):
-            status = SyncStatus.VERIFIED
-        else:
-            status = SyncStatus.PRESENT
-        previous = known.get(item["name"])
-        held_since = previous.held_since if previous else None
-        if status in HELD_STATUSES and held_since is None:
-            held_since = now
-        rows.append(
-            SyncState(
-                server=server,
-                build_name=item["name"],
-                build=build,
-                status=status,
-                md5=md5,
-                source="checkin",
-                first_seen_at=now,
-                last_seen_at=now,
-                held_since=held_since,
-            )
-        )
-    with transaction.atomic():
-        # One statement for all the builds a server lists (an upsert: a report repeated
-        # concurrently cannot fail on the unique constraint); first_seen_at is kept.
-        SyncState.objects.bulk_create(
-            rows,
-            update_conflicts=True,
-            unique_fields=["server", "build_name"],
-            update_fields=["build", "status", "md5", "source", "last_seen_at", "held_since"],
-        )
-        # What it no longer lists (removed, or a failed copy cleaned up) is unknown again.
-        SyncState.objects.filter(
-            server=server, status__in=[*HELD_STATUSES, SyncStatus.FAILED]
-        ).exclude(build_name__in=names).update(
-            status=SyncStatus.UNKNOWN, last_seen_at=now, source="checkin"
-        )
+    report in a bounded history. Repeating the same report changes nothing but times.
 
-        if report.get("last_refresh_status") not in (None, 0):
-            errors.append(f"last refresh exited with status {report['last_refresh_status']}")
-        clock = report.get("clock")
+    Almost every report repeats the previous one, so the common case is kept small:
+    1. read the server's states, with their builds' md5, in one query;
+    2. upsert only the states that are new or changed (usually none);
+    3. move last_seen_at of the unchanged ones in one UPDATE;
+    4. put back to unknown what it no longer lists (usually nothing, then no query);
+    5. update the server row, store the report, prune its history in one DELETE."""
+    now = timezone.now()
+    listed = {item["name"] for item in report["builds"]}
+    # Plain rows, not model instances: a server lists dozens of builds on every report.
+    current = {
+        row["build_name"]: row
+        for row in SyncState.objects.filter(server=server).values(*STATE_FIELDS, "build__md5")
+    }
+    builds = {
+        name: (row["build_id"], row["build__md5"])
+        for name, row in current.items()
+        if row["build_id"] is not None
+    }
+    unlinked = listed - set(builds)
+    if unlinked:
+        found = Build.objects.filter(name__in=unlinked).values_list("name", "pk", "md5")
+        builds.update((name, (pk, md5)) for name, pk, md5 in found)
+    errors, changed, unchanged = [], [], []
+    for item in report["builds"]:
+        build_id, status, md5 = _reported_status(item, builds.get(item["name"]), errors)
+        previous = current.get(item["name"]) or {}
+        held_since = previous.get("held_since") or (now if status in HELD_STATUSES else None)
+        fields = {
+            "build_id": build_id,
+            "status": status,
+            "md5": md5,
+            "source": "checkin",
+            "held_since": held_since,
+        }
+        if previous and all(previous[name] == value for name, value in fields.items()):
+            unchanged.append(previous["pk"])
+        else:
+            changed.append(
+                SyncState(
+                    server=server,
+                    build_name=item["name"],
+                    first_seen_at=now,
+                    last_seen_at=now,
+                    **fields,
+                )
+            )
+    # What it no longer lists (removed, or a failed copy cleaned up) is unknown again.
+    dropped = [
+        row["pk"]
+        for name, row in current.items()
+        if name not in listed and row["status"] in (*HELD_STATUSES, SyncStatus.FAILED)
+    ]
+    if report.get("last_refresh_status") not in (None, 0):
+        errors.append(f"last refresh exited with status {report['last_refresh_status']}")
+    clock = report.get("clock")
+    with transaction.atomic():
+        if changed:
+            # An upsert: a report repeated concurrently cannot fail on the unique
+            # constraint; first_seen_at is kept.
+            SyncState.objects.bulk_create(
+                changed,
+                update_conflicts=True,
+                unique_fields=["server", "build_name"],
+                update_fields=["build", "status", "md5", "source", "last_seen_at", "held_since"],
+            )
+        if unchanged:
+            SyncState.objects.filter(pk__in=unchanged).update(last_seen_at=now)
+        if dropped:
+            SyncState.objects.filter(pk__in=dropped).update(
+                status=SyncStatus.UNKNOWN, last_seen_at=now, source="checkin"
+            )
         SchoolServer.objects.filter(pk=server.pk).update(
             last_report_at=now,
             last_report_source="checkin",
@@ -140,12 +157,27 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
     return checkin
 
 
+def _reported_status(item, build, errors) -> tuple:
+    """(build_id, status, md5) of one listed build; `build` is its (pk, md5), None when the
+    portal does not know it. A wrong md5 is a failure, with its reason added to `errors`."""
+    build_id, published_md5 = build or (None, "")
+    md5 = item.get("md5", "")
+    if build_id is not None and md5 and md5 != published_md5:
+        errors.append(f"{item['name']}: md5 {md5} differs from the published {published_md5}")
+        return build_id, SyncStatus.FAILED, md5
+    if item.get("verified"):
+        return build_id, SyncStatus.VERIFIED, md5
+    return build_id, SyncStatus.PRESENT, md5
+
+
 def _prune_history(server):
-    keep = CheckIn.objects.filter(server=server).values_list("pk", flat=True)[
-        CHECKIN_HISTORY : CHECKIN_HISTORY + 1
-    ]
-    if keep:
-        CheckIn.objects.filter(server=server, pk__lte=keep[0]).delete()
+    """Keep the newest CHECKIN_HISTORY reports of `server`, in one statement."""
+    boundary = (
+        CheckIn.objects.filter(server=server)
+        .order_by("-received_at", "-id")
+        .values("pk")[CHECKIN_HISTORY : CHECKIN_HISTORY + 1]
+    )
+    CheckIn.objects.filter(server=server, pk__lte=Subquery(boundary)).delete()
 
 
 # --- rsyncd log ------------------------------------------------------------------------------

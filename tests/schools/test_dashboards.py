@@ -133,6 +133,20 @@ def test_the_overview_exports_csv_with_the_same_filters(client, cast):
     assert rows[0]["state"] == "up_to_date"
 
 
+def test_the_csv_export_defuses_text_a_spreadsheet_would_run(client, cast):
+    SchoolServer.objects.create(
+        hostname="xs-calc.local",
+        name="-2+3",
+        school="Escuela =1",
+        last_error='=HYPERLINK("http://evil.example/","x")',
+    )
+    response = login(client, cast.dave).get(reverse("schools:overview") + "?format=csv")
+    [row] = csv.DictReader(io.StringIO(response.content.decode()))
+    assert row["last_error"] == '\'=HYPERLINK("http://evil.example/","x")'
+    assert row["name"] == "'-2+3"
+    assert row["school"] == "Escuela =1"  # only a leading sign is a formula
+
+
 def test_the_build_page_lists_the_servers_that_lag(client, cast):
     servers, builds = seed(4, 1, cast.alice)
     SyncState.objects.filter(server=servers[1]).delete()
