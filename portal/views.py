@@ -1,3 +1,5 @@
+import os
+
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
@@ -28,7 +30,14 @@ def _broker_ok() -> tuple[bool, str]:
     try:
         with celery_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-            return True, conn.transport.driver_type
+            driver = conn.transport.driver_type
+            if driver == "filesystem":
+                # "Connecting" to the filesystem broker always works; a message can only be
+                # sent if its folder is there and writable.
+                folder = conn.transport_options.get("data_folder_out", "")
+                if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+                    return False, f"{folder} is missing or not writable"
+            return True, driver
     except Exception as exc:
         return False, type(exc).__name__
 

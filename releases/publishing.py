@@ -91,6 +91,7 @@ def publish_files(
 
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(dest_dir, names)
 
         # All four names are checked before anything is written, so a conflict leaves the
         # folder exactly as it was; the cheap comparisons go first.
@@ -139,8 +140,11 @@ def publish_files(
                 _write_new(tmp, [md5_data if basename == md5_name else name_data])
             placement.commit(tmp, basename, identical)
     except OSError as exc:
+        # Free space is measured before the cleanup frees what this call wrote, so the
+        # reason describes the disk as it was when the write failed.
+        rejection = _rejection(exc, dest_dir, tarball_st.st_size + contents_st.st_size)
         placement.rollback()
-        raise _rejection(exc, dest_dir, tarball_st.st_size + contents_st.st_size) from exc
+        raise rejection from exc
     except BaseException:
         placement.rollback()
         raise
@@ -216,6 +220,17 @@ class _Placement:
         self.placed.clear()
         with contextlib.suppress(OSError):
             _fsync_dir(self.dest_dir)
+
+
+def _remove_stale_temps(dest_dir: Path, names: list[str]) -> None:
+    """Remove temporary files an earlier attempt at this build left behind (its worker was
+    killed mid-copy). Only the worker that claimed the build publishes its names, so nothing
+    else can be writing them; a full-size stale copy would otherwise stay there for good."""
+    prefixes = tuple(f".{basename}.tmp-" for basename in names)
+    for entry in os.scandir(dest_dir):
+        if entry.name.startswith(prefixes):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
 
 
 def _write(fd: int, data: bytes) -> None:

@@ -231,6 +231,41 @@ def test_a_failing_health_check_restores_the_previous_file(cast, published, sett
     assert not oatslite.exists()
 
 
+@pytest.mark.parametrize("failure", ["restart hangs", "health check fails"])
+def test_a_hung_restart_or_failed_health_check_restores_restarts_and_tells_the_approvers(
+    failure, cast, published, settings, tmp_path, oatslite, django_capture_on_commit_callbacks
+):
+    good, bad = published("py210-1"), published("py210-2")
+    promote(good, cast.carol)
+    promotion.apply_deployments()
+    before = oatslite.read_text()
+    restart, log = restart_recorder(tmp_path)
+    cfg = str(settings.OATSLITE_UPDATES_CFG)
+    if failure == "restart hangs":
+        # Records the file it found, then hangs while that file offers py210-2.
+        restart[2] += '; if grep -q py210-2 "$1"; then sleep 30; fi'
+        settings.OATSLITE_COMMAND_TIMEOUT = 1
+    else:
+        settings.OATSLITE_HEALTHCHECK_COMMAND = ["sh", "-c", '! grep -q py210-2 "$1"', "sh", cfg]
+    settings.OATSLITE_RESTART_COMMAND = restart
+    cast.carol.email = "carol@example.org"
+    cast.carol.save(update_fields=["email"])
+
+    promote(bad, cast.carol)
+    with django_capture_on_commit_callbacks(execute=True):
+        deployment = promotion.apply_deployments()
+
+    assert deployment.status == DeploymentStatus.FAILED
+    assert oatslite.read_text() == before
+    restarts = log.read_text().split("--- restart\n")
+    assert "py210-2" in restarts[0]
+    assert restarts[1] == before  # restarted again, on the restored file
+    assert "restart (after restoring)" in [step["step"] for step in deployment.outputs]
+    bad.refresh_from_db()
+    assert bad.status == BuildStatus.PUBLISHED
+    assert len(mail.outbox) == 1 and "failed" in mail.outbox[0].subject
+
+
 def test_it_stops_when_the_file_was_edited_by_hand(cast, published, oatslite):
     promote(published(), cast.carol)
     promotion.apply_deployments()
