@@ -3,7 +3,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .models import ApiToken
+from .models import ApiToken, LoginAttempt
 from .services import api_token_create
 
 
@@ -31,3 +31,18 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
         messages.success(request, _("%(count)s token(s) revoked.") % {"count": count})
+
+
+@admin.register(LoginAttempt)
+class LoginAttemptAdmin(admin.ModelAdmin):
+    """Failed logins in the throttle's window: deleting a user's rows unlocks them at once."""
+
+    list_display = ["at", "username", "ip"]
+    list_filter = ["at"]
+    search_fields = ["username", "ip"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

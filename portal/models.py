@@ -59,3 +59,36 @@ class ApiToken(models.Model):
     @staticmethod
     def new_key() -> str:
         return secrets.token_urlsafe(30)
+
+
+class LoginAttemptQuerySet(models.QuerySet):
+    def since(self, moment):
+        return self.filter(at__gte=moment)
+
+    def counts(self, *, username: str, ip: str | None, since) -> tuple[int, int]:
+        """How many attempts in the window name this user, and came from this address."""
+        recent = self.since(since)
+        by_user = recent.filter(username=username).count()
+        by_ip = recent.filter(ip=ip).count() if ip else 0
+        return by_user, by_ip
+
+
+class LoginAttempt(models.Model):
+    """A password check that did not succeed (or is under way), for login throttling.
+
+    Rows live in the database, not a per-process cache, so every gunicorn worker sees the
+    same counts; a successful login deletes its user's rows, and rows older than the window
+    are pruned when new ones are written."""
+
+    username = models.CharField(max_length=150, db_index=True)
+    ip = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    objects = LoginAttemptQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("failed login")
+        verbose_name_plural = _("failed logins")
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.ip or ''}"

@@ -2,17 +2,18 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.urls import include, path
+from django.views.generic import RedirectView
 from django.views.i18n import set_language
 
 from releases import api as releases_api
 from schools import api as schools_api
 
-from . import views
+from . import auth, views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),
     path("", include("releases.urls")),
@@ -20,5 +21,10 @@ urlpatterns = [
     path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
     path("api/schools/checkin/", schools_api.checkin, name="api_schools_checkin"),
     path("schools/", include("schools.urls")),
+    # The admin's own login would bypass the throttle: send it to ours (`next` is kept).
+    path(
+        "admin/login/",
+        login_not_required(RedirectView.as_view(pattern_name="login", query_string=True)),
+    ),
     path("admin/", admin.site.urls),
 ]

@@ -40,9 +40,26 @@ def browser():
 
 
 @pytest.fixture
-def page(browser):
+def csp_violations():
+    """What the browser refused under the Content-Security-Policy, as it reported it."""
+    return []
+
+
+@pytest.fixture
+def page(browser, csp_violations):
+    """A page in Spanish. Any Content-Security-Policy violation reported while the test ran
+    fails it: every browser test doubles as a check that the policy breaks nothing."""
     context = browser.new_context(locale="es-PY", viewport={"width": 1200, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
+    page.on(
+        "console",
+        lambda message: (
+            csp_violations.append(message.text)
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
     yield page
     context.close()
+    assert csp_violations == [], "the Content-Security-Policy blocked something"
