@@ -207,7 +207,8 @@ def test_it_exits_non_zero_with_the_reason_when_the_worker_finds_the_archive_cor
         build = Build.objects.get(name=name)
         assert caught.value.code not in (0, None)
         assert build.status == BuildStatus.INVALID
-        assert f"Build {name} is invalid: {build.status_detail}" in err.getvalue()
+        with translation.override("en"):  # the shell gets English, reasons included
+            assert f"Build {name} is invalid: {build.status_detail}" in err.getvalue()
         assert "is published" not in out.getvalue()
         assert not (settings.PUPPETCONTENT_OS_DIR / f"{name}.name").exists()
     finally:

@@ -1,5 +1,5 @@
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from portal.services import api_token_create
 
@@ -13,6 +13,7 @@ class Command(BaseCommand):
             "--name", default="", help="What the token is for, e.g. the build host."
         )
 
+    @no_translations
     def handle(self, *args, username, name, **options):
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:

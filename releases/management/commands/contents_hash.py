@@ -1,7 +1,7 @@
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import checks
 from releases.reasons import BuildRejected
@@ -13,6 +13,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
 
+    @no_translations
     def handle(self, *args, file, **options):
         if not settings.CONTENTS_HASH_COMMAND:
             raise CommandError(

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.db import transaction
 
 from portal import roles
@@ -55,6 +55,7 @@ class Command(BaseCommand):
             "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
         )
 
+    @no_translations
     def handle(self, *args, tarball, name, contents_hash, by, wait, timeout, **options):
         md5_path, contents_path = self._companions(tarball)
         # The system account is created on first use, and a refused import is no use.

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import promotion, updates_cfg
 
@@ -18,6 +18,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("path", type=Path)
 
+    @no_translations
     def handle(self, *args, path, **options):
         try:
             text = path.read_text(encoding="utf-8")

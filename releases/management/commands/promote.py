@@ -2,7 +2,7 @@ import sys
 import time
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import promotion
 from releases.models import Build, Deployment, DeploymentStatus
@@ -69,6 +69,7 @@ class Command(BaseCommand):
             "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
         )
 
+    @no_translations
     def handle(self, *args, name, by, priority, reason, wait, timeout, **options):
         build = find_build(name)
         try:

@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import promotion
 
@@ -18,6 +18,7 @@ class Command(BaseCommand):
             "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
         )
 
+    @no_translations
     def handle(self, *args, name, by, wait, timeout, **options):
         build = find_build(name)
         try:

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 from django.utils import timezone
 
 from schools import services
@@ -19,6 +19,7 @@ class Command(BaseCommand):
             "--year", type=int, default=None, help="For syslog lines, which carry no year."
         )
 
+    @no_translations
     def handle(self, *args, file, year, **options):
         if not file.is_file():
             raise CommandError(f"{file} was not found.")

@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from schools import services
 from schools.models import SchoolServer
@@ -13,6 +13,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("hostname")
 
+    @no_translations
     def handle(self, *args, hostname, **options):
         server = SchoolServer.objects.filter(hostname=hostname.strip().lower()).first()
         if server is None:
