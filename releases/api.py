@@ -9,7 +9,7 @@ from portal import roles
 from portal.access import api_view
 
 from .models import Build
-from .receive import install_handler, receive_build
+from .receive import receive_build, streamed_upload
 
 LIST_LIMIT = 200
 
@@ -63,8 +63,8 @@ def _create(request):
             {"error": _("Send the files as multipart/form-data (fields tarball, md5, contents).")},
             status=415,
         )
-    install_handler(request)
-    build, errors = receive_build(request, via="api")
+    with streamed_upload(request):
+        build, errors = receive_build(request, via="api")
     if build is None:
         problem = request.upload_problem
         status = 400 if not problem else 413 if problem[0] == "too_large" else 507

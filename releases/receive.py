@@ -1,9 +1,12 @@
 """The upload form and the API share this: parse the streamed request, check the form, hand
 the staged files to `services.build_create`, and always clean up what was not taken."""
 
+import contextlib
+
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadhandler import StopUpload
+from django.http import UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
 
@@ -12,15 +15,33 @@ from .forms import UploadForm
 from .reasons import BuildRejected, render
 from .uploads import HashingUploadHandler, discard_staged, error_field, field_limits
 
-# What Django raises while taking a request body apart (or the handler, to stop one).
-BODY_ERRORS = (StopUpload, MultiPartParserError, TooManyFieldsSent, TooManyFilesSent)
-# The .contents is parsed in the request only up to this size (a real one is a few MiB).
-CONTENTS_CHECK_AT_UPLOAD = 16 * 1024 * 1024
+# What Django raises while taking a request body apart (or the handler, to stop one), and
+# while reading it from a client that went away.
+BODY_ERRORS = (
+    StopUpload,
+    MultiPartParserError,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+    UnreadablePostError,
+)
+# The .contents is parsed in the request only up to this size (a real one is a few MiB, and
+# parsing costs several times its size in memory).
+CONTENTS_CHECK_AT_UPLOAD = 8 * 1024 * 1024
 
 
-def install_handler(request) -> None:
-    """Must run before anything reads request.POST or request.FILES."""
+@contextlib.contextmanager
+def streamed_upload(request):
+    """Installs the streaming upload handler (before anything reads request.POST), and on the
+    way out removes whatever it staged that no build took: after a refusal, a CSRF failure
+    once the files were read, or a client that hung up in the middle of a file (its writer
+    is stopped too, so no thread or descriptor outlives the request)."""
     request.upload_handlers = [HashingUploadHandler(request)]
+    try:
+        yield
+    finally:
+        for handler in request.upload_handlers:
+            handler.upload_interrupted()
+        discard_staged(request)
 
 
 def receive_build(request, *, via: str):
@@ -79,6 +100,9 @@ def body_refused(request, exc) -> dict:
     request._mark_post_parse_error()
     if isinstance(exc, StopUpload):
         return {"tarball": [render("too_large", {"limit": settings.MAX_BUILD_BYTES})]}
+    if isinstance(exc, UnreadablePostError):
+        message = _("The upload was interrupted before it finished (%(error)s).") % {"error": exc}
+        return {"__all__": [message]}
     if isinstance(exc, TooManyFieldsSent):
         message = _("The request has too many fields (at most %(limit)s).") % {
             "limit": settings.DATA_UPLOAD_MAX_NUMBER_FIELDS

@@ -12,13 +12,14 @@ import secrets
 import shutil
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import archive, checks, publishing
+from . import archive, checks, publishing, uploads
 from .models import (
     HASH_EDITABLE_STATUSES,
     NAME_PATTERN,
@@ -525,4 +526,7 @@ def sweep_stuck_builds(*, now=None) -> dict:
             else:
                 _enqueue_publication(build_id)
             counts["validate" if validating else "publish"] += 1
+    counts["abandoned_uploads"] = uploads.remove_abandoned(
+        Path(settings.UPLOAD_TEMP_DIR), now=now.timestamp()
+    )
     return counts

@@ -30,6 +30,7 @@ WRITEBACK_EVERY = 32 * 1024 * 1024
 # Direct writes go a whole aligned buffer at a time (a multiple of any disk's block size).
 DIRECT_BUFFER = 1024 * 1024
 MD5_FILE_LIMIT = 64 * 1024
+ABANDONED_UPLOAD_AFTER = 3600
 
 
 def field_limits() -> dict[str, int]:
@@ -106,9 +107,14 @@ class _Sink:
         self.filled = 0
         direct = getattr(os, "O_DIRECT", 0)
         if direct:
-            with contextlib.suppress(OSError):
+            # The buffer first: the flag is only set once direct writes can be made.
+            buffer = mmap.mmap(-1, DIRECT_BUFFER)
+            try:
                 fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | direct)
-                self.buffer = mmap.mmap(-1, DIRECT_BUFFER)
+            except OSError:
+                buffer.close()
+            else:
+                self.buffer = buffer
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -131,10 +137,7 @@ class _Sink:
             done = 0  # the filesystem took the flag but not the write: write it normally
         self.written += done
         if done != len(self.buffer):
-            buffer = self._stop_direct()
-            with memoryview(buffer) as view:
-                self._write_all(view[done : self.filled])
-            buffer.close()
+            self._write_rest_ordinarily(done, self.filled)
         self.filled = 0
 
     def _stop_direct(self):
@@ -156,13 +159,20 @@ class _Sink:
                 )
             self.flushed = self.written
 
+    def _write_rest_ordinarily(self, start: int, end: int) -> None:
+        """Ends direct writes, then writes buffer[start:end] the ordinary way."""
+        buffer = self._stop_direct()
+        try:
+            self._write_all(memoryview(buffer)[start:end])
+        finally:
+            # After a failed write the traceback may still hold a view of it: then the
+            # garbage collector unmaps it instead.
+            with contextlib.suppress(BufferError):
+                buffer.close()
+
     def finish(self) -> None:
         if self.buffer is not None:
-            filled = self.filled
-            buffer = self._stop_direct()
-            with memoryview(buffer) as view:
-                self._write_all(view[:filled])
-            buffer.close()
+            self._write_rest_ordinarily(0, self.filled)
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -335,6 +345,22 @@ class HashingUploadHandler(FileUploadHandler):
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+
+
+def remove_abandoned(folder: Path, *, now: float) -> int:
+    """Remove staged files nobody has written to for ABANDONED_UPLOAD_AFTER seconds: what a
+    web process killed in the middle of an upload left behind (a live upload writes at
+    least every MiB). Returns how many were removed."""
+    removed = 0
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.startswith(".upload-"):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if now - entry.stat().st_mtime > ABANDONED_UPLOAD_AFTER:
+                    os.unlink(entry.path)
+                    removed += 1
+    return removed
 
 
 def discard_staged(request) -> None:

@@ -17,7 +17,7 @@ from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import BuildRejected
 from .reasons import render as render_reason
-from .receive import BODY_ERRORS, body_refused, install_handler, receive_build
+from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
 
 
 @require_GET
@@ -34,13 +34,13 @@ def build_upload(request):
     require_role(request, roles.UPLOADERS)
     if request.method != "POST":
         return _build_upload(request)
-    install_handler(request)
-    try:
-        return _build_upload(request)
-    except BODY_ERRORS as exc:
-        # The CSRF check reads the body first: one it cannot take apart (or too large to
-        # read) is answered here, with the reason; nothing was kept.
-        return _upload_refused(request, body_refused(request, exc))
+    with streamed_upload(request):
+        try:
+            return _build_upload(request)
+        except BODY_ERRORS as exc:
+            # The CSRF check reads the body first: one it cannot take apart (or too large to
+            # read) is answered here, with the reason; nothing was kept.
+            return _upload_refused(request, body_refused(request, exc))
 
 
 @csrf_protect

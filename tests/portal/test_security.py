@@ -344,8 +344,14 @@ def test_every_form_refuses_a_post_without_the_csrf_token(world, route):
     assert with_token.status_code != 403
 
 
-def test_an_upload_without_the_csrf_token_stores_nothing(world, tmp_path):
+@pytest.mark.parametrize("cookie", [False, True], ids=["no cookie", "stale page"])
+def test_an_upload_without_the_csrf_token_stores_nothing(world, tmp_path, cookie):
+    """With the CSRF cookie set (a page opened before logging in again), the check reads the
+    form, and so receives every file, before it refuses: they must not stay on disk."""
     client = client_for(world, "alice", enforce_csrf_checks=True)
+    if cookie:
+        client.get("/upload/")
+        assert "csrftoken" in client.cookies
     tarball, md5, contents = write_build(tmp_path / "in", "py702-1")
     before = snapshot()
 

@@ -121,3 +121,53 @@ def test_tokens_are_stored_hashed(cast):
     token, key = api_token_create(user=cast.alice)
     assert key not in token.key_hash
     assert token.prefix == key[:8]
+
+
+def test_a_client_that_hangs_up_mid_file_leaves_nothing_behind(live_server, transactional_db, cast):
+    """A build machine whose connection drops in the middle of the tarball: the staged part
+    is removed and the writer's threads end (a real socket, reset by the client)."""
+    import socket
+    import struct
+    import threading
+    import time
+    from pathlib import Path
+    from urllib.parse import urlsplit
+
+    from django.conf import settings
+
+    _token, key = api_token_create(user=cast.alice, name="builder")
+    boundary = "hangup"
+    head = (
+        f"--{boundary}\r\n"
+        'Content-Disposition: form-data; name="tarball"; filename="py803-1-tree.tar.bz2"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    declared = len(head) + 64 * 1024 * 1024
+    address = urlsplit(live_server.url)
+    threads_before = threading.active_count()
+    with socket.create_connection((address.hostname, address.port), timeout=10) as sock:
+        sock.sendall(
+            (
+                f"POST {URL} HTTP/1.1\r\nHost: {address.netloc}\r\n"
+                f"Authorization: Token {key}\r\n"
+                f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                f"Content-Length: {declared}\r\n\r\n"
+            ).encode()
+            + head
+            + b"B" * (4 * 1024 * 1024)
+        )
+        uploads = Path(settings.UPLOAD_TEMP_DIR)
+        deadline = time.monotonic() + 20
+        while not list(uploads.glob(".upload-*")):  # the server is writing the tarball
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.05)
+        # Close with a reset (SO_LINGER 0), as a dropped link looks to the server.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 20
+    while list(uploads.glob(".upload-*")) or threading.active_count() > threads_before + 1:
+        assert time.monotonic() < deadline, (
+            f"left behind: {list(uploads.glob('.upload-*'))}, "
+            f"{threading.active_count() - threads_before} more threads"
+        )
+        time.sleep(0.05)
+    assert not Build.objects.exists()

@@ -1,6 +1,8 @@
 import hashlib
 import os
 import tarfile
+import time
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -250,4 +252,19 @@ def test_the_sweeper_leaves_builds_that_are_making_progress_alone(upload):
         "publish": 0,
         "abandoned": 0,
         "deploy": 0,
+        "abandoned_uploads": 0,
     }
+
+
+def test_the_sweeper_removes_uploads_a_killed_web_process_left_behind(settings, db):
+    folder = Path(settings.UPLOAD_TEMP_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    old, live, other = folder / ".upload-old", folder / ".upload-live", folder / "keep.txt"
+    for path in (old, live, other):
+        path.write_bytes(b"x")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    os.utime(other, (hours_ago, hours_ago))
+    assert services.sweep_stuck_builds()["abandoned_uploads"] == 1
+    assert not old.exists()
+    assert live.exists() and other.exists()  # still being written; not ours
