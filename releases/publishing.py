@@ -9,11 +9,15 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+
+from django.conf import settings
 
 from releases.reasons import BuildRejected
 
@@ -224,13 +228,19 @@ class _Placement:
 
 def _remove_stale_temps(dest_dir: Path, names: list[str]) -> None:
     """Remove temporary files an earlier attempt at this build left behind (its worker was
-    killed mid-copy). Only the worker that claimed the build publishes its names, so nothing
-    else can be writing them; a full-size stale copy would otherwise stay there for good."""
-    prefixes = tuple(f".{basename}.tmp-" for basename in names)
+    killed mid-copy): exactly our own temporary names for this build's files, and only
+    those nobody has written to for SWEEPER_STALE_AFTER seconds. A publisher that is merely
+    slow (the sweeper may have re-queued its build) is still writing its file, so it is
+    left alone; a full-size stale copy would otherwise stay there for good."""
+    pattern = re.compile(
+        r"\.(?:" + "|".join(re.escape(basename) for basename in names) + r")\.tmp-[0-9a-f]{16}"
+    )
+    stale_before = time.time() - settings.SWEEPER_STALE_AFTER
     for entry in os.scandir(dest_dir):
-        if entry.name.startswith(prefixes):
+        if pattern.fullmatch(entry.name):
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(entry.path)
+                if entry.stat().st_mtime < stale_before:
+                    os.unlink(entry.path)
 
 
 def _write(fd: int, data: bytes) -> None:

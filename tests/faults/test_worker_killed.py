@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -154,6 +155,13 @@ def test_a_worker_killed_while_publishing_is_replaced_and_the_build_published_on
     )
     kill_hard(worker)
     assert not (folder / f"{build.name}.name").exists()
+    # The dead worker's temporary copy, as the next attempt finds it SWEEPER_STALE_AFTER
+    # later (a live publisher's file is younger, and is left alone).
+    stale = time.time() - 3600
+    leftovers = [p for p in folder.iterdir() if p.name.startswith(f".{tarball_name}.tmp-")]
+    assert leftovers
+    for path in leftovers:
+        os.utime(path, (stale, stale))
 
     build = recover(build, start_worker, env, settings)
 

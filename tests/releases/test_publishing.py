@@ -495,3 +495,25 @@ def test_unpublish_skips_files_that_are_already_gone(build):
         )
         == []
     )
+
+
+def test_it_removes_its_own_stale_temporary_files_and_nothing_else(build, settings):
+    """What a killed attempt left: removed. A temporary file still being written (a slow
+    publisher the sweeper re-queued), another build's, or a name that only starts alike:
+    left alone."""
+    build.dest.mkdir(parents=True)
+    stale = build.dest / f".{TARBALL}.tmp-0123456789abcdef"
+    fresh = build.dest / f".{CONTENTS}.tmp-fedcba9876543210"
+    other_build = build.dest / ".py801-20-tree.tar.bz2.tmp-0123456789abcdef"
+    lookalike = build.dest / f".{TARBALL}.tmp-0123456789abcdef.keep"
+    long_ago = time.time() - settings.SWEEPER_STALE_AFTER - 60
+    for path in (stale, fresh, other_build, lookalike):
+        path.write_bytes(b"partial")
+        if path is not fresh:
+            os.utime(path, (long_ago, long_ago))
+
+    build.publish()
+
+    assert not stale.exists()
+    assert fresh.exists() and other_build.exists() and lookalike.exists()
+    assert set(ALL_FILES) <= set(build.listing())
