@@ -87,7 +87,7 @@ def retry_after(*, username: str, ip: str | None) -> int:
     recent = LoginAttempt.objects.since(_window_start(now)).order_by("-at")
     ends = []
     for rows, limit in (
-        (recent.filter(username=username), settings.LOGIN_FAILURE_LIMIT),
+        (recent.filter(username=username, ip=ip), settings.LOGIN_FAILURE_LIMIT),
         (recent.filter(ip=ip) if ip else recent.none(), settings.LOGIN_FAILURE_IP_LIMIT),
     ):
         # The limit-th newest row is the one whose expiry lets an attempt through again.

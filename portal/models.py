@@ -66,9 +66,11 @@ class LoginAttemptQuerySet(models.QuerySet):
         return self.filter(at__gte=moment)
 
     def counts(self, *, username: str, ip: str | None, since) -> tuple[int, int]:
-        """How many attempts in the window name this user, and came from this address."""
+        """How many attempts in the window name this user from this address, and how many
+        came from this address. (Counting a user name from every address would let anyone
+        keep any account locked.)"""
         recent = self.since(since)
-        by_user = recent.filter(username=username).count()
+        by_user = recent.filter(username=username, ip=ip).count()
         by_ip = recent.filter(ip=ip).count() if ip else 0
         return by_user, by_ip
 

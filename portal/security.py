@@ -43,14 +43,19 @@ class ContentSecurityPolicyMiddleware:
 
 
 def client_ip(request) -> str | None:
-    """The client's address: from LOGIN_CLIENT_IP_HEADER when the portal sits behind a
-    proxy that sets it, else the connection's. None when it is not an IP address."""
-    raw = ""
-    if settings.LOGIN_CLIENT_IP_HEADER:
+    """The client's address. LOGIN_CLIENT_IP_HEADER is believed only on a request from a
+    proxy on this machine (loopback, as in docs/deploy.md): a client reaching gunicorn
+    directly cannot pick its own address. None when there is no IP address at all."""
+    remote = _ip(request.META.get("REMOTE_ADDR", ""))
+    if settings.LOGIN_CLIENT_IP_HEADER and remote is not None and remote.is_loopback:
         # A proxy that appends (X-Forwarded-For) puts the address it saw last.
-        raw = request.headers.get(settings.LOGIN_CLIENT_IP_HEADER, "").split(",")[-1]
-    raw = raw.strip() or request.META.get("REMOTE_ADDR", "")
+        forwarded = request.headers.get(settings.LOGIN_CLIENT_IP_HEADER, "").split(",")[-1]
+        remote = _ip(forwarded) or remote
+    return str(remote) if remote is not None else None
+
+
+def _ip(text: str):
     try:
-        return str(ipaddress.ip_address(raw.strip()))
+        return ipaddress.ip_address(text.strip())
     except ValueError:
         return None

@@ -194,14 +194,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-# Login throttling: after this many failed logins for one user name within the window, or
-# from one client address (which several people behind one NAT may share), further
-# attempts are refused without checking the password until the oldest ones age out.
+# Login throttling: after this many failed logins for one user name from one address
+# within the window, or from one address in all (which several people behind one NAT may
+# share), further attempts are refused without checking the password until the oldest
+# ones age out.
 LOGIN_FAILURE_LIMIT = _positive_int("LOGIN_FAILURE_LIMIT", 5)
 LOGIN_FAILURE_IP_LIMIT = _positive_int("LOGIN_FAILURE_IP_LIMIT", 20)
 LOGIN_FAILURE_WINDOW = _positive_int("LOGIN_FAILURE_WINDOW", 15 * 60)
 # Behind nginx every request comes from 127.0.0.1: name the header nginx sets to the
-# client's address (e.g. X-Real-IP). Empty: the connection's own address.
+# client's address (e.g. X-Real-IP); believed only on loopback requests. Empty: the
+# connection's own address.
 LOGIN_CLIENT_IP_HEADER = env.str("LOGIN_CLIENT_IP_HEADER", default="").strip()
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"

@@ -113,10 +113,24 @@ def test_behind_a_proxy_the_configured_header_gives_the_address(client, cast, se
     settings.LOGIN_CLIENT_IP_HEADER = "X-Real-IP"
     log_in(client, "carol", REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="203.0.113.9")
     log_in(client, "carol", REMOTE_ADDR="127.0.0.1", HTTP_X_REAL_IP="not an address")
+    # Only the proxy on this machine is believed: a client reaching gunicorn directly
+    # cannot choose the address its failures count against.
+    log_in(client, "carol", REMOTE_ADDR="198.51.100.4", HTTP_X_REAL_IP="203.0.113.10")
     assert list(LoginAttempt.objects.order_by("id").values_list("ip", flat=True)) == [
         "203.0.113.9",
-        None,
+        "127.0.0.1",
+        "198.51.100.4",
     ]
+
+
+def test_failures_from_one_address_do_not_lock_the_user_out_elsewhere(client, cast):
+    for _ in range(6):
+        log_in(client, "carol", REMOTE_ADDR="203.0.113.66")
+    assert log_in(client, "carol", PASSWORD, REMOTE_ADDR="203.0.113.66").status_code == 429
+
+    response = log_in(Client(), "carol", PASSWORD, REMOTE_ADDR="198.51.100.2")
+
+    assert response.status_code == 302
 
 
 def test_the_lock_lifts_when_the_window_passes(client, cast):
