@@ -52,7 +52,8 @@ CHECKIN_P95_MS = 100
 DASHBOARD_P95_MS = 500
 HTTP_TIMEOUT = 30
 IDLE_SECONDS = 1.0
-DB_NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# It is dropped (WITH FORCE) before and after the run: only names no real database has.
+DB_NAME_RE = re.compile(r"^xo_bench_[a-z0-9_]{1,53}$")
 
 
 class Recorder:
@@ -367,7 +368,9 @@ def parse_args(argv=None):
     parser.add_argument("--think", type=float, default=5, help="mean pause between pages (5 s)")
     parser.add_argument("--herd-connections", type=int, default=32)
     parser.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--database", default="xo_bench_load", help="created afresh, dropped")
+    parser.add_argument(
+        "--database", default="xo_bench_load", help="xo_bench_…: created afresh, dropped"
+    )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
@@ -379,7 +382,10 @@ def parse_args(argv=None):
         if getattr(args, key) is None:
             setattr(args, key, value)
     if not DB_NAME_RE.match(args.database):
-        parser.error("--database must be a plain lower-case name (letters, digits, _)")
+        parser.error(
+            "--database must start with xo_bench_ and go on with lower-case letters, digits "
+            "and _ (it is dropped before and after the run)"
+        )
     if args.servers < 1 or args.builds < 1 or args.coordinators < 1 or args.seconds < 3:
         parser.error("--servers, --builds and --coordinators must be at least 1, --seconds 3")
     if args.interval <= 0 or args.think <= 0 or args.herd_connections < 1:

@@ -23,8 +23,14 @@ RETRY_AFTER_SECONDS = 5
 
 
 def database_unavailable(request, error) -> HttpResponse:
-    log.warning(
-        "database unavailable for %s %s: %s", request.method, request.path, str(error).strip()
+    # With its traceback: the same errors also mean a missing table or a deadlock, which
+    # must not pass for an outage unseen.
+    log.error(
+        "database unavailable for %s %s: %s",
+        request.method,
+        request.path,
+        str(error).strip(),
+        exc_info=error,
     )
     message = _("The database is unavailable; try again in a moment.")
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}

@@ -36,7 +36,7 @@ def _broker_ok() -> tuple[bool, str]:
                 # sent if its folder is there and writable.
                 folder = conn.transport_options.get("data_folder_out", "")
                 if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
-                    return False, f"{folder} is missing or not writable"
+                    return False, "the broker's folder is missing or not writable"
             return True, driver
     except Exception as exc:
         return False, type(exc).__name__

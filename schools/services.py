@@ -271,7 +271,24 @@ class ImportResult:
     errors: list = field(default_factory=list)  # (line number, message)
 
 
+# Text a spreadsheet would run as a formula; the CSV export prefixes it with an apostrophe
+# (the OWASP advice against CSV injection), and the import takes that apostrophe off again.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+
+
+def _from_spreadsheet(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
+
+
 def _row_values(row: dict, line: int):
+    row = {
+        key: _from_spreadsheet(value) if isinstance(value, str) else value
+        for key, value in row.items()
+    }
     hostname = (row.get("hostname") or "").strip().lower()
     if not hostname or not HOSTNAME_RE.match(hostname):
         raise ValueError(f"hostname {hostname!r} is not a host name")

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_GET
 
 from releases.models import Build
 
-from . import selectors
+from . import selectors, services
 
 PAGE_SIZE = 100
 CSV_FIELDS = (
@@ -85,30 +85,21 @@ def _csv(servers, newest):
         writer.writerow(
             [
                 server["hostname"],
-                _cell(server["name"]),
-                _cell(server["school"]),
-                _cell(server["department"]),
-                _cell(server["contact"]),
-                _cell(server["address"] or ""),
+                services.spreadsheet_safe(server["name"]),
+                services.spreadsheet_safe(server["school"]),
+                services.spreadsheet_safe(server["department"]),
+                services.spreadsheet_safe(server["contact"]),
+                services.spreadsheet_safe(server["address"] or ""),
                 "yes" if server["active"] else "no",
                 server["state"],
                 "yes" if server["has_newest"] else "no",
                 server["last_report_at"].isoformat() if server["last_report_at"] else "",
                 "" if server["last_refresh_status"] is None else server["last_refresh_status"],
                 "" if server["disk_free_bytes"] is None else server["disk_free_bytes"],
-                _cell(server["last_error"]),
+                services.spreadsheet_safe(server["last_error"]),
             ]
         )
     return response
-
-
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(text: str) -> str:
-    """Text a spreadsheet would run as a formula gets a leading apostrophe (the OWASP advice
-    for CSV injection): `last_error` comes from the school servers' own reports."""
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
 
 
 @require_GET

@@ -27,7 +27,8 @@ from .conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = 10.0  # any answer slower than this counts as a hang
-SERVERS = 300  # one check-in per server, so each one's storage can be checked
+SERVERS = 2000  # one check-in per server, so each one's storage can be checked; enough
+# that a slow restart under fast 503s does not use them all up before the database is back
 
 pytestmark = pytest.mark.skipif(
     settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"),

@@ -184,33 +184,6 @@ def test_new_entries_go_below_older_ones(cast, published, oatslite):
     assert text.index("py100-1") < text.index("py100-2")
 
 
-def test_a_failing_restart_restores_the_previous_file_and_restarts_on_it(
-    cast, published, settings, tmp_path, oatslite, django_capture_on_commit_callbacks
-):
-    good, bad = published("py200-1"), published("py200-2")
-    promote(good, cast.carol)
-    promotion.apply_deployments()
-    before = oatslite.read_text()
-    settings.OATSLITE_RESTART_COMMAND, log = restart_recorder(tmp_path, fail_if_contains="py200-2")
-    cast.carol.email = "carol@example.org"
-    cast.carol.save(update_fields=["email"])
-
-    promote(bad, cast.carol)
-    with django_capture_on_commit_callbacks(execute=True):
-        deployment = promotion.apply_deployments()
-
-    assert deployment.status == DeploymentStatus.FAILED
-    assert oatslite.read_text() == before
-    restarts = log.read_text().split("--- restart\n")
-    assert "py200-2" in restarts[0]  # first restart saw the new file and failed
-    assert restarts[1] == before  # oatslite was restarted again on the restored file
-    assert [step["step"] for step in deployment.outputs] == ["restart", "restart (after restoring)"]
-    bad.refresh_from_db()
-    assert bad.status == BuildStatus.PUBLISHED  # the promotion was undone
-    assert not OfferedEntry.objects.filter(build=bad, active=True).exists()
-    assert len(mail.outbox) == 1 and "failed" in mail.outbox[0].subject
-
-
 def test_a_hanging_restart_counts_as_failed(cast, published, settings, oatslite):
     settings.OATSLITE_RESTART_COMMAND = ["sleep", "30"]
     settings.OATSLITE_COMMAND_TIMEOUT = 1
@@ -231,21 +204,22 @@ def test_a_failing_health_check_restores_the_previous_file(cast, published, sett
     assert not oatslite.exists()
 
 
-@pytest.mark.parametrize("failure", ["restart hangs", "health check fails"])
-def test_a_hung_restart_or_failed_health_check_restores_restarts_and_tells_the_approvers(
+@pytest.mark.parametrize("failure", ["restart fails", "restart hangs", "health check fails"])
+def test_a_failed_deployment_restores_the_file_restarts_on_it_and_tells_the_approvers(
     failure, cast, published, settings, tmp_path, oatslite, django_capture_on_commit_callbacks
 ):
     good, bad = published("py210-1"), published("py210-2")
     promote(good, cast.carol)
     promotion.apply_deployments()
     before = oatslite.read_text()
-    restart, log = restart_recorder(tmp_path)
+    fails = "py210-2" if failure == "restart fails" else None
+    restart, log = restart_recorder(tmp_path, fail_if_contains=fails)
     cfg = str(settings.OATSLITE_UPDATES_CFG)
     if failure == "restart hangs":
         # Records the file it found, then hangs while that file offers py210-2.
         restart[2] += '; if grep -q py210-2 "$1"; then sleep 30; fi'
-        settings.OATSLITE_COMMAND_TIMEOUT = 1
-    else:
+        settings.OATSLITE_COMMAND_TIMEOUT = 3
+    elif failure == "health check fails":
         settings.OATSLITE_HEALTHCHECK_COMMAND = ["sh", "-c", '! grep -q py210-2 "$1"', "sh", cfg]
     settings.OATSLITE_RESTART_COMMAND = restart
     cast.carol.email = "carol@example.org"
@@ -262,7 +236,8 @@ def test_a_hung_restart_or_failed_health_check_restores_restarts_and_tells_the_a
     assert restarts[1] == before  # restarted again, on the restored file
     assert "restart (after restoring)" in [step["step"] for step in deployment.outputs]
     bad.refresh_from_db()
-    assert bad.status == BuildStatus.PUBLISHED
+    assert bad.status == BuildStatus.PUBLISHED  # the promotion was undone
+    assert not OfferedEntry.objects.filter(build=bad, active=True).exists()
     assert len(mail.outbox) == 1 and "failed" in mail.outbox[0].subject
 
 

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from releases.models import Build, BuildStatus
 from schools.models import CheckIn, SchoolServer, SyncState
+from schools.services import servers_import_csv
 
 from ..factories import PASSWORD
 
@@ -145,6 +146,11 @@ def test_the_csv_export_defuses_text_a_spreadsheet_would_run(client, cast):
     assert row["last_error"] == '\'=HYPERLINK("http://evil.example/","x")'
     assert row["name"] == "'-2+3"
     assert row["school"] == "Escuela =1"  # only a leading sign is a formula
+
+    # Exported, then imported again (the import's columns are a subset): nothing gained.
+    result = servers_import_csv(text=response.content.decode())
+    assert (result.errors, result.updated) == ([], 1)
+    assert SchoolServer.objects.get(hostname="xs-calc.local").name == "-2+3"
 
 
 def test_the_build_page_lists_the_servers_that_lag(client, cast):
