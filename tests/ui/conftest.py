@@ -36,6 +36,12 @@ def browser():
             yield instance
         finally:
             instance.close()
+            # The test's own database connection was opened while Playwright's event loop
+            # ran in this thread; left open, it keeps PostgreSQL from dropping the test
+            # database at the end of the run.
+            from django.db import connections
+
+            connections.close_all()
             os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
