@@ -23,14 +23,9 @@ RETRY_AFTER_SECONDS = 5
 
 
 def database_unavailable(request, error) -> HttpResponse:
-    # With its traceback: the same errors also mean a missing table or a deadlock, which
-    # must not pass for an outage unseen.
-    log.error(
-        "database unavailable for %s %s: %s",
-        request.method,
-        request.path,
-        str(error).strip(),
-        exc_info=error,
+    # Only outages get here (is_outage); faults of a query or the schema stay 500s.
+    log.warning(
+        "database unavailable for %s %s: %s", request.method, request.path, str(error).strip()
     )
     message = _("The database is unavailable; try again in a moment.")
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
@@ -43,10 +38,34 @@ def database_unavailable(request, error) -> HttpResponse:
     )
 
 
+# PostgreSQL's SQLSTATEs for "the server is not there": class 08 (connection exception)
+# and the shutdown family of class 57.
+UNAVAILABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def is_outage(error) -> bool:
+    """Whether a database error means the database cannot be reached (answer 503 and let
+    the client retry), rather than a fault of the query or the schema: a missing table, a
+    deadlock or a statement timeout stay ordinary 500s, with their report to the admins."""
+    if not isinstance(error, DATABASE_ERRORS):
+        return False
+    cause = error.__cause__ or error
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate:
+        return sqlstate.startswith(UNAVAILABLE_SQLSTATES)
+    if "sqlite" in type(cause).__module__:
+        # SQLite has no server: only a busy database or an unreadable file is an outage.
+        text = str(error).lower()
+        return "locked" in text or "unable to open" in text
+    # No SQLSTATE from a server: the client library could not reach it (refused, reset,
+    # closed, timed out).
+    return True
+
+
 @receiver(got_request_exception)
 def _remember_database_error(sender, request=None, **kwargs):
     error = sys.exc_info()[1]
-    if request is not None and isinstance(error, DATABASE_ERRORS):
+    if request is not None and is_outage(error):
         request.database_error = error
 
 
@@ -70,10 +89,12 @@ class DatabaseUnavailableMiddleware:
         try:
             user.is_authenticated  # noqa: B018 - evaluates the lazy user
         except DATABASE_ERRORS as error:
+            if not is_outage(error):
+                raise
             return database_unavailable(request, error)
         return None
 
     def process_exception(self, request, exception):
-        if isinstance(exception, DATABASE_ERRORS):
+        if is_outage(exception):
             return database_unavailable(request, exception)
         return None
