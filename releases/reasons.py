@@ -151,6 +151,7 @@ MESSAGES = {
     # Audit trail.
     "uploaded": _("Uploaded %(file)s (%(size)s bytes) through %(via)s."),
     "requeued": _("Nobody was working on it after %(seconds)s seconds; queued again."),
+    "interrupted": _("Interrupted by a disk or database error (%(error)s); it will be retried."),
     "valid": _("All checks passed."),
     "published": _("Published into %(folder)s."),
     "hash_set": _("Contents hash set to %(value)s."),

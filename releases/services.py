@@ -92,16 +92,21 @@ def _transition(build_id, *, from_statuses, to, actor=None, code="", params=None
 def _claim(build_id, from_status, to_status, phase):
     """Take a build for a worker with one conditional UPDATE, so that a message delivered
     twice, or to two workers, starts the work once. Returns the build, or None."""
-    claimed = Build.objects.filter(pk=build_id, status=from_status).update(
-        status=to_status,
-        attempts=F("attempts") + 1,
-        progress_phase=phase,
-        progress_at=timezone.now(),
-    )
-    if not claimed:
-        return None
-    build = Build.objects.get(pk=build_id)
-    audit(build=build, actor=None, action="status", from_status=from_status, to_status=to_status)
+    # With its audit event, or not at all: a database lost in between must not leave a
+    # claim nobody can see in the build's history.
+    with transaction.atomic():
+        claimed = Build.objects.filter(pk=build_id, status=from_status).update(
+            status=to_status,
+            attempts=F("attempts") + 1,
+            progress_phase=phase,
+            progress_at=timezone.now(),
+        )
+        if not claimed:
+            return None
+        build = Build.objects.get(pk=build_id)
+        audit(
+            build=build, actor=None, action="status", from_status=from_status, to_status=to_status
+        )
     return build
 
 
@@ -265,10 +270,16 @@ def build_validate(*, build_id) -> bool:
         return False
     try:
         result = _run_checks(build)
-    except (OSError, DatabaseError):
+    except (OSError, DatabaseError) as error:
         # Not the build's fault (a disk or database hiccup): hand it back for the retry.
-        Build.objects.filter(pk=build_id, status=BuildStatus.VALIDATING).update(
-            status=BuildStatus.UPLOADED, progress_phase=Phase.QUEUED
+        # With the database gone this fails too, and the sweeper hands it back later.
+        _transition(
+            build_id,
+            from_statuses=[BuildStatus.VALIDATING],
+            to=BuildStatus.UPLOADED,
+            code="interrupted",
+            params={"error": str(error)[:200]},
+            progress_phase=Phase.QUEUED,
         )
         raise
     except BuildRejected as rejection:

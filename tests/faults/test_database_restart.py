@@ -1,7 +1,8 @@
 """The database restarts under load: gunicorn keeps answering, cleanly. While PostgreSQL is
 down every request gets a short 503 (never a 500, never a hang) and /healthz says the
 database is down; once it is back every request succeeds again without restarting gunicorn,
-and every check-in answered 200 is stored while every one answered 503 is not.
+and every check-in answered 200 is stored while every one answered 503 is not. A build whose
+worker loses the database in the middle of validating is published once it is back.
 
 Only meaningful on PostgreSQL, and never on the shared server: the test runs a private
 cluster of its own (initdb as the `postgres` OS user; we run as root, as CI does)."""
@@ -20,10 +21,13 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.conf import settings
 
-from .conftest import wait_for
+from ..factories import write_build
+from .conftest import step_until, wait_for
+from .test_worker_killed import slow_to_validate
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUEST_TIMEOUT = 10.0  # any answer slower than this counts as a hang
@@ -156,7 +160,7 @@ def portal(cluster, tmp_path):
         pass
 
     site = Portal()
-    site.port, site.proc, site.manage = port, proc, manage
+    site.port, site.proc, site.manage, site.env = port, proc, manage, env
     site.session, site.tokens = seeded["session"], seeded["tokens"]
     site.log = tmp_path / "gunicorn.log"
     wait_for(lambda: _get(port, "/healthz")[0] == 200, timeout=60, what="gunicorn answering")
@@ -294,3 +298,113 @@ def test_requests_fail_cleanly_while_the_database_restarts_and_recover_after(por
     answered = sorted(r[6] for r in results if r[0] == "checkin" and r[3] == 200)
     stored = portal.manage("shell", "-c", COUNT).strip().splitlines()[-1]
     assert stored.split(",") == answered
+
+
+UPLOADER = """
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from portal.services import api_token_create
+user = get_user_model().objects.create_user("builder")
+user.groups.add(Group.objects.get(name="uploaders"))
+print(api_token_create(user=user, name="build machine")[1])
+"""
+
+
+def _query(cluster, sql, *params):
+    """Rows from the private cluster, or None while it does not answer."""
+    try:
+        with psycopg.connect(cluster.url, connect_timeout=3, autocommit=True) as conn:
+            return conn.execute(sql, params).fetchall()
+    except psycopg.OperationalError:
+        return None
+
+
+def _status(cluster, name):
+    rows = _query(cluster, "SELECT status FROM releases_build WHERE name = %s", name)
+    return rows[0][0] if rows else None
+
+
+def test_a_build_validating_while_the_database_restarts_is_published_after_it(
+    portal, cluster, tmp_path
+):
+    """No state machine is left stuck: the worker loses the database in the middle of
+    validating, its retries find the build already claimed, and the sweeper hands it to
+    validation again once the claim is stale; the build ends published, once."""
+    env = dict(portal.env, SWEEPER_STALE_AFTER="1")
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q",
+             "default,mothership", "--pool", "solo", "--without-mingle", "--without-gossip",
+             "-n", f"restart-{os.getpid()}@%h", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: b" ready." in log_path.read_bytes(), timeout=60, what="the worker")
+        token = portal.manage("shell", "-c", UPLOADER).strip().splitlines()[-1]
+        name = "dbrestart-1"
+        tarball, md5, contents = write_build(tmp_path / "in", name, tarball=slow_to_validate())
+        upload = _run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H",
+             f"Authorization: Token {token}", "-F", f"tarball=@{tarball}", "-F", f"md5=@{md5}",
+             "-F", f"contents=@{contents}", f"http://127.0.0.1:{portal.port}/api/builds/"]
+        )  # fmt: skip
+        assert upload.stdout == "201", upload.stderr
+
+        step_until(
+            worker,
+            lambda: _status(cluster, name) == "validating",
+            what="the middle of validating",
+        )
+        cluster.stop("fast")
+        os.kill(worker.pid, signal.SIGCONT)
+        wait_for(
+            lambda: b"Retry in" in log_path.read_bytes(),
+            timeout=30,
+            what="the worker meeting the stopped database",
+        )
+        cluster.start()
+        # The retry finds the build claimed by the attempt that failed: nothing to do.
+        wait_for(
+            lambda: b"succeeded" in log_path.read_bytes().split(b"Retry in", 1)[1],
+            timeout=60,
+            what="the retry ending",
+        )
+        assert _status(cluster, name) == "validating"
+
+        sweep = _run(
+            [sys.executable, "manage.py", "shell", "-c",
+             "from releases import services; print(services.sweep_stuck_builds()['validate'])"],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        assert sweep.stdout.strip().splitlines()[-1] == "1", sweep.stderr
+        wait_for(
+            lambda: _status(cluster, name) in ("published", "invalid", "publish_failed"),
+            timeout=90,
+            what="a final state",
+        )
+    finally:
+        os.kill(worker.pid, signal.SIGCONT)
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+
+    assert _status(cluster, name) == "published", log_path.read_text()[-3000:]
+    events = _query(
+        cluster,
+        "SELECT e.to_status FROM releases_auditevent e JOIN releases_build b "
+        "ON b.id = e.build_id WHERE b.name = %s AND e.to_status <> '' ORDER BY e.id",
+        name,
+    )
+    assert [row[0] for row in events] == [
+        "uploaded",
+        "validating",
+        "uploaded",  # requeued by the sweeper
+        "validating",
+        "valid",
+        "publishing",
+        "published",
+    ]

@@ -268,3 +268,26 @@ def test_the_sweeper_removes_uploads_a_killed_web_process_left_behind(settings, 
     assert services.sweep_stuck_builds()["abandoned_uploads"] == 1
     assert not old.exists()
     assert live.exists() and other.exists()  # still being written; not ours
+
+
+def test_a_disk_error_while_validating_hands_the_build_back_audited(upload, monkeypatch):
+    """Not the build's fault: it goes back to `uploaded` for the task's retry, and its
+    history says why. (EIO from the disk cannot be caused for real here: injected at the
+    read of the archive.)"""
+    import errno
+
+    build = upload()
+
+    def failing_disk(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(services.archive, "scan_archive", failing_disk)
+    with pytest.raises(OSError):
+        services.build_validate(build_id=build.pk)
+
+    build.refresh_from_db()
+    assert build.status == BuildStatus.UPLOADED
+    last = build.events.order_by("-id").first()
+    assert (last.from_status, last.to_status) == ("validating", "uploaded")
+    assert last.code == "interrupted"
+    assert "Input/output error" in last.params["error"]
