@@ -1,5 +1,6 @@
 """The upload form and the API share this: parse the streamed request, check the form, hand
-the staged files to `services.build_create`, and always clean up what was not taken."""
+the staged files to `services.build_create`, and always clean up what was not taken
+(`streamed_upload`)."""
 
 import contextlib
 
@@ -45,7 +46,8 @@ def streamed_upload(request):
 
 
 def receive_build(request, *, via: str):
-    """Returns (build, None) or (None, {field: [messages]})."""
+    """Returns (build, None) or (None, {field: [messages]}). Runs inside streamed_upload(),
+    which removes whatever the build did not take."""
     try:
         try:
             form = UploadForm(request.POST, request.FILES)
@@ -85,18 +87,14 @@ def receive_build(request, *, via: str):
         return None, {error_field(rejection.code, rejection.params): [rejection.message]}
     except RequestDataTooBig:
         return None, {"__all__": [_("The request is too large.")]}
-    finally:
-        discard_staged(request)
 
 
 def body_refused(request, exc) -> dict:
     """The errors for a request body Django could not take apart, or that the upload handler
     stopped before reading (too large). Later reads of request.POST then see it empty
     instead of parsing the body again."""
-    # A parse error in the middle of a file leaves its writer open: abort it, drop the rest.
-    for handler in getattr(request, "upload_handlers", []):
-        handler.upload_interrupted()
-    discard_staged(request)
+    # A parse error in the middle of a file leaves its writer open: streamed_upload() stops
+    # it and drops what was staged on the way out.
     request._mark_post_parse_error()
     if isinstance(exc, StopUpload):
         return {"tarball": [render("too_large", {"limit": settings.MAX_BUILD_BYTES})]}
