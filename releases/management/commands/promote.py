@@ -52,22 +52,27 @@ def follow(command, deployment: Deployment, timeout: int):
     sys.exit(1)
 
 
+def add_common_arguments(parser):
+    """The build, the approver and following the deployment: promote and withdraw alike."""
+    parser.add_argument("name")
+    parser.add_argument("--by", required=True, help="The approver's user name.")
+    parser.add_argument(
+        "--wait", action="store_true", help="Follow the deployment; exit 1 if it fails."
+    )
+    parser.add_argument(
+        "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
+    )
+
+
 class Command(BaseCommand):
     help = "Promote a published build into updates.cfg, with the same rules as the web page."
 
     def add_arguments(self, parser):
-        parser.add_argument("name")
-        parser.add_argument("--by", required=True, help="The approver's user name.")
+        add_common_arguments(parser)
         parser.add_argument(
             "--priority", default="", help="Default: the first of OATSLITE_PRIORITIES."
         )
         parser.add_argument("--reason", default="", help="Why, when coverage is below the minimum.")
-        parser.add_argument(
-            "--wait", action="store_true", help="Follow the deployment; exit 1 if it fails."
-        )
-        parser.add_argument(
-            "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
-        )
 
     @no_translations
     def handle(self, *args, name, by, priority, reason, wait, timeout, **options):

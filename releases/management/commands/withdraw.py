@@ -2,21 +2,14 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 
 from releases import promotion
 
-from .promote import find_build, find_user, follow
+from .promote import add_common_arguments, find_build, find_user, follow
 
 
 class Command(BaseCommand):
     help = "Withdraw an offered build from updates.cfg."
 
     def add_arguments(self, parser):
-        parser.add_argument("name")
-        parser.add_argument("--by", required=True, help="The approver's user name.")
-        parser.add_argument(
-            "--wait", action="store_true", help="Follow the deployment; exit 1 if it fails."
-        )
-        parser.add_argument(
-            "--timeout", type=int, default=0, help="With --wait: give up after this many seconds."
-        )
+        add_common_arguments(parser)
 
     @no_translations
     def handle(self, *args, name, by, wait, timeout, **options):
