@@ -237,6 +237,9 @@ MAX_BUILD_BYTES = _positive_int("MAX_BUILD_BYTES", 8 * 1024**3)
 MAX_UNPACKED_BYTES = _positive_int("MAX_UNPACKED_BYTES", 64 * 1024**3)
 MAX_ARCHIVE_MEMBERS = _positive_int("MAX_ARCHIVE_MEMBERS", 2_000_000)
 MAX_CONTENTS_BYTES = _positive_int("MAX_CONTENTS_BYTES", 256 * 1024**2)
+# Character and block devices and FIFOs in a build's tree; off, since an OS image built
+# for XOs creates its device nodes at boot (devtmpfs), and a device node is a way in.
+ARCHIVE_ALLOW_DEVICE_NODES = _bool("ARCHIVE_ALLOW_DEVICE_NODES", False)
 FILE_UPLOAD_TEMP_DIR = str(UPLOAD_TEMP_DIR)
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 100
 
@@ -344,6 +347,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "releases.tasks.publish_build": {"queue": "mothership"},
     "releases.tasks.apply_deployments": {"queue": "mothership"},
+    "releases.tasks.remove_build_files": {"queue": "mothership"},
 }
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

@@ -32,6 +32,16 @@ def build_as_json(build: Build) -> dict:
         "contents_hash": build.contents_hash,
         "contents_hash_source": build.contents_hash_source,
         "pristine_id": build.pristine_id,
+        # Counts and the first paths of what matters for security (README, "Build JSON").
+        "archive": build.archive_summary or None,
+        "recheck": {
+            "ok": not build.recheck_code,
+            "code": build.recheck_code,
+            "reason": build.recheck_detail,
+            "at": build.rechecked_at.isoformat(),
+        }
+        if build.rechecked_at
+        else None,
         "uploaded_by": build.uploaded_by.get_username(),
         "created_at": build.created_at.isoformat(),
         "validated_at": build.validated_at.isoformat() if build.validated_at else None,

@@ -1,8 +1,11 @@
 """Scan a build tarball in one streaming pass, without ever extracting it.
 
 Builds are multi-GB files from outside, so the scan keeps memory flat, bounds how much it
-decompresses before trusting anything, and turns every way the file can be broken into a
-specific `BuildRejected`. Pure I/O: no ORM and no settings; limits are arguments.
+decompresses before trusting anything (extension headers included: a name is never read
+into memory before its size is known to be sane), and turns every way the file can be
+broken into a specific `BuildRejected`. Each member is replayed on `extraction`'s model of
+what GNU tar leaves on the school server's disk. Pure I/O: no ORM and no settings; limits
+are arguments.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from releases import extraction
 from releases.reasons import BuildRejected
 
 # Compressed bytes per read, and so per progress report.
@@ -37,11 +41,17 @@ HASH_READ = 1 << 20
 # Decompressed chunks waiting between the threads; with OUT_SIZE this bounds memory.
 QUEUE_DEPTH = 4
 BLOCK = tarfile.BLOCKSIZE
-PRISTINE = "versions/pristine"
-PRISTINE_PREFIX = PRISTINE + "/"
-SHOWN_PRISTINE_ENTRIES = 5
+# A PAX or GNU long-name header bigger than this is refused before it is read: names are
+# at most 4095 bytes, and real PAX headers hold a few records.
+MAX_EXTENSION_BYTES = 64 * 1024
+# Extension headers in a row before one member (PAX local + global + GNU name + GNU link
+# is the most a real archive uses); tarfile would otherwise recurse once per header.
+MAX_EXTENSION_CHAIN = 4
 
+# The member kinds GNU tar extracts as the school server expects; anything else is refused.
 _TYPES = {
+    tarfile.REGTYPE: "f",
+    tarfile.AREGTYPE: "f",
     tarfile.DIRTYPE: "d",
     tarfile.SYMTYPE: "l",
     tarfile.LNKTYPE: "h",
@@ -49,6 +59,21 @@ _TYPES = {
     tarfile.BLKTYPE: "b",
     tarfile.FIFOTYPE: "p",
 }
+# Kind codes of `reasons.KINDS`.
+_OTHER_TYPES = {
+    tarfile.CONTTYPE: "contiguous",
+    tarfile.GNUTYPE_SPARSE: "sparse",
+    b"V": "volume",
+    b"M": "multivolume",
+    b"D": "dumpdir",
+}
+_EXTENSIONS = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 _OTHER_FORMATS = (
@@ -76,6 +101,8 @@ class ArchiveScan:
     unpacked_size: int
     pristine_id: str
     manifest: bytes
+    # What the served tree carries that matters for security (see `extraction.Served`).
+    summary: dict
 
 
 def scan_archive(
@@ -84,6 +111,7 @@ def scan_archive(
     *,
     max_unpacked_bytes: int,
     max_members: int,
+    allow_device_nodes: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ArchiveScan:
     """Read the whole archive once; raise BuildRejected on the first problem found."""
@@ -95,7 +123,8 @@ def scan_archive(
         pipe = _Pipe(producer.queue, progress, total)
         producer.start()
         try:
-            return _scan_tar(pipe, compression, max_members)
+            model = extraction.ExtractionModel(allow_device_nodes=allow_device_nodes)
+            return _scan_tar(pipe, compression, max_members, model)
         finally:
             producer.stop()
 
@@ -116,15 +145,28 @@ class _Format:
     new: Callable[[], object]
     # Bytes needed to recognise the start of a stream.
     magic_len: int
-    # The xz format allows NUL padding between and after streams.
+    # The xz format allows NUL padding between and after streams, in multiples of 4 bytes.
     padded: bool
+    # Whether a second stream may follow the first (`bzip2 -d` and `xz -d` read them all).
+    multistream: bool
 
 
 _FORMATS = {
-    "bz2": _Format("bzip2", bz2.BZ2Decompressor, 4, padded=False),
-    "xz": _Format("xz", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), 6, padded=True),
-    # Legacy `lzma -z` files have no magic at all, so the first stream is left to liblzma.
-    "lzma": _Format("lzma", lambda: lzma.LZMADecompressor(lzma.FORMAT_AUTO), 6, padded=True),
+    "bz2": _Format("bzip2", bz2.BZ2Decompressor, 4, padded=False, multistream=True),
+    "xz": _Format(
+        "xz", lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ), 6, padded=True, multistream=True
+    ),
+    # The school server unpacks .tar.lzma with `lzma -cd`: the legacy format only (xz data
+    # fails with "File format not recognized"), one stream, and nothing after it, not even
+    # zeros ("Compressed data is corrupt"). Legacy files have no magic; liblzma checks the
+    # header.
+    "lzma": _Format(
+        "lzma",
+        lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
+        6,
+        padded=False,
+        multistream=False,
+    ),
 }
 
 # Items on the queue besides data (bytes) and progress (int).
@@ -156,6 +198,8 @@ class _Decompressor(threading.Thread):
         self._current = None
         self._pending = b""
         self._streams = 0
+        # NUL bytes since the end of the last xz stream.
+        self._padding = 0
 
     def run(self):
         try:
@@ -216,28 +260,44 @@ class _Decompressor(threading.Thread):
         data = self._pending + data
         self._pending = b""
         if self._streams and self._format.padded:
-            data = data.lstrip(b"\0")
+            stripped = data.lstrip(b"\0")
+            self._padding += len(data) - len(stripped)
+            data = stripped
+            if not data:
+                return b""
+        if self._streams and not self._format.multistream:
+            raise self._wrong_start(data)
         if len(data) < self._format.magic_len:
             self._pending = data
             return b""
         if not self._looks_right(data):
             raise self._wrong_start(data)
+        self._check_padding()
         self._current = self._format.new()
         self._streams += 1
         return data
 
+    def _check_padding(self):
+        if self._padding % 4:
+            offset = self._read - self._padding
+            raise self._corrupt(
+                f"{self._padding} bytes of stream padding at byte {offset}: xz requires a "
+                "multiple of 4"
+            )
+        self._padding = 0
+
     def _looks_right(self, data: bytes) -> bool:
         if self._compression == "bz2":
             return data[:3] == b"BZh" and len(data) > 3 and data[3] in b"123456789"
-        if self._compression == "xz" or self._streams:
+        if self._compression == "xz":
             return data.startswith(XZ_MAGIC)
-        return _sniff(data) in (None, "xz data")
+        return _sniff(data) is None
 
     def _could_start(self, data: bytes) -> bool:
         """Whether bytes too short to recognise could be the cut-off start of a stream."""
         if self._compression == "bz2":
             return b"BZh".startswith(data[:3]) and (len(data) < 4 or data[3] in b"123456789")
-        if self._compression == "xz" or self._streams:
+        if self._compression == "xz":
             return XZ_MAGIC.startswith(data)
         return True
 
@@ -245,8 +305,10 @@ class _Decompressor(threading.Thread):
         if self._streams:
             offset = self._read - len(data)
             return self._corrupt(f"unexpected data after the compressed stream at byte {offset}")
-        problem = f"this is not {self._format.label} data"
         kind = _sniff(data)
+        if self._compression == "lzma" and kind == "xz data":
+            return BuildRejected("archive_lzma_is_xz")
+        problem = f"this is not {self._format.label} data"
         return self._corrupt(f"{problem}; it looks like {kind}" if kind else problem)
 
     def _finish(self):
@@ -254,6 +316,7 @@ class _Decompressor(threading.Thread):
             raise self._wrong_start(self._pending)
         if self._pending or self._current is not None or not self._streams:
             raise BuildRejected("archive_truncated", compression=self._compression)
+        self._check_padding()
 
     def _room(self) -> int:
         # Never produce more than one byte past the limit: that byte proves the overflow.
@@ -345,13 +408,56 @@ class _Pipe:
 # --- Tar -----------------------------------------------------------------------------------
 
 
-def _scan_tar(pipe: _Pipe, compression: str, max_members: int) -> ArchiveScan:
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header reader, refusing what would cost unbounded memory before reading it.
+
+    tarfile reads a GNU long name or a PAX header whole, and an old GNU sparse member's
+    chain of map blocks one by one, before returning the member: a 1 GiB long name cost the
+    worker 4 GB. The size of an extension is in its own header, so it is checked first.
+    """
+
+    def _proc_member(self, tar):
+        if self.type in _EXTENSIONS:
+            if self.size > MAX_EXTENSION_BYTES:
+                raise BuildRejected(
+                    "archive_header_too_big",
+                    size=self.size,
+                    limit=MAX_EXTENSION_BYTES,
+                    offset=self.offset,
+                )
+            tar.extension_chain += 1
+            if tar.extension_chain > MAX_EXTENSION_CHAIN:
+                raise BuildRejected(
+                    "archive_header_chain", path=_shown(self.name), limit=MAX_EXTENSION_CHAIN
+                )
+        else:
+            tar.extension_chain = 0
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            _structs, _extended, real_size = self._sparse_structs
+            raise BuildRejected("archive_sparse", path=_shown(self.name), size=real_size)
+        return super()._proc_member(tar)
+
+    # PAX sparse files (GNU formats 0.0, 0.1 and 1.0) announce themselves in the PAX header.
+    def _refuse_pax_sparse(self, next, pax_headers, *_rest):
+        size = pax_headers.get("GNU.sparse.realsize") or pax_headers.get("GNU.sparse.size")
+        name = pax_headers.get("GNU.sparse.name") or pax_headers.get("path") or next.name
+        raise BuildRejected("archive_sparse", path=_shown(name), size=size or "?")
+
+    _proc_gnusparse_00 = _refuse_pax_sparse
+    _proc_gnusparse_01 = _refuse_pax_sparse
+    _proc_gnusparse_10 = _refuse_pax_sparse
+
+
+class _TarStream(tarfile.TarFile):
+    tarinfo = _BoundedTarInfo
+    extension_chain = 0
+
+
+def _scan_tar(pipe: _Pipe, compression: str, max_members: int, model) -> ArchiveScan:
     manifest = _ManifestWriter()
     members = 0
-    pristine_seen = False
-    pristine_ids: set[str] = set()
     try:
-        with tarfile.open(fileobj=pipe, mode="r|", bufsize=TAR_BUFSIZE) as tar:
+        with _TarStream.open(fileobj=pipe, mode="r|", bufsize=TAR_BUFSIZE) as tar:
             while (info := tar.next()) is not None:
                 # A stream-mode TarFile otherwise keeps every TarInfo it has seen.
                 tar.members.clear()
@@ -359,12 +465,8 @@ def _scan_tar(pipe: _Pipe, compression: str, max_members: int) -> ArchiveScan:
                 if members > max_members:
                     raise BuildRejected("archive_too_many", limit=max_members)
                 entry = _entry(tar, info)
+                model.add(entry.path, entry.type, mode=entry.mode, link=entry.link)
                 manifest.add(entry)
-                if entry.path == PRISTINE:
-                    pristine_seen = True
-                elif entry.path.startswith(PRISTINE_PREFIX):
-                    pristine_seen = True
-                    pristine_ids.add(entry.path[len(PRISTINE_PREFIX) :].split("/", 1)[0])
             end = tar.offset
     except (tarfile.TarError, UnicodeError, ValueError) as exc:
         if pipe.done and pipe.delivered == 0:
@@ -375,34 +477,52 @@ def _scan_tar(pipe: _Pipe, compression: str, max_members: int) -> ArchiveScan:
     _check_end(pipe, end, compression)
     if not members:
         raise BuildRejected("archive_empty")
+    served = model.finish()
     return ArchiveScan(
         members=members,
         unpacked_size=pipe.delivered,
-        pristine_id=_pristine_id(pristine_seen, pristine_ids),
+        pristine_id=served.pristine_id,
         manifest=manifest.finish(),
+        summary=served.summary,
     )
 
 
 def _entry(tar: tarfile.TarFile, info: tarfile.TarInfo) -> ManifestEntry:
     name = info.name
     if name.startswith("/"):
-        raise BuildRejected("archive_absolute_path", path=name)
+        raise BuildRejected("archive_absolute_path", path=_shown(name))
     if ".." in name.split("/"):
-        raise BuildRejected("archive_parent_path", path=name)
-    type_ = _TYPES.get(info.type, "f")
+        raise BuildRejected("archive_parent_path", path=_shown(name))
+    extraction.check_name(name)
+    type_ = _TYPES.get(info.type)
+    if type_ is None:
+        kind = _OTHER_TYPES.get(info.type, "unknown")
+        shown_type = info.type.decode("latin-1") if info.type.isalnum() else repr(info.type)
+        raise BuildRejected("archive_member_kind", path=_shown(name), kind=kind, type=shown_type)
+    if info.sparse is not None:
+        raise BuildRejected("archive_sparse", path=_shown(name), size=info.size)
+    if type_ != "f" and info.size:
+        raise BuildRejected("archive_header_data", path=_shown(name), size=info.size)
+    if type_ != "d" and name.endswith("/"):
+        raise BuildRejected("archive_header_slash", path=_shown(name))
     link = ""
     sha256 = ""
     if type_ == "h":
         if info.linkname.startswith("/"):
-            raise BuildRejected("archive_absolute_path", path=info.linkname)
+            raise BuildRejected("archive_absolute_path", path=_shown(info.linkname))
         if ".." in info.linkname.split("/"):
-            raise BuildRejected("archive_parent_path", path=info.linkname)
+            raise BuildRejected("archive_parent_path", path=_shown(info.linkname))
+        extraction.check_name(info.linkname)
         link = _normalise(info.linkname)
     elif type_ == "l":
         link = info.linkname
     elif type_ == "f":
         sha256 = _hash_member(tar, info)
     return ManifestEntry(_normalise(name), type_, info.mode, info.size, sha256, link)
+
+
+def _shown(text: str) -> str:
+    return extraction.shorten(text)
 
 
 def _hash_member(tar: tarfile.TarFile, info: tarfile.TarInfo) -> str:
@@ -454,20 +574,6 @@ def _check_end(pipe: _Pipe, end: int, compression: str):
         position += len(piece)
     if len(block) < BLOCK:
         raise BuildRejected("archive_truncated", compression=compression)
-
-
-def _pristine_id(seen: bool, ids: set[str]) -> str:
-    if not seen:
-        return ""
-    if not ids:
-        raise BuildRejected("archive_empty_pristine")
-    if len(ids) > 1:
-        names = sorted(ids)
-        shown = names[:SHOWN_PRISTINE_ENTRIES]
-        if len(names) > SHOWN_PRISTINE_ENTRIES:
-            shown.append("…")
-        raise BuildRejected("archive_several_pristine", count=len(names), entries=", ".join(shown))
-    return ids.pop()
 
 
 class _ManifestWriter:

@@ -124,6 +124,17 @@ class Build(models.Model):
     pristine_id = models.CharField(max_length=255, blank=True)
     member_count = models.BigIntegerField(null=True, blank=True)
     unpacked_size = models.BigIntegerField(null=True, blank=True)
+    # What the served tree carries that matters for security, from the archive scan:
+    # counts and the first paths of setuid/setgid files, world-writable entries, device
+    # nodes and entries the school server throws away (`extraction.Served.summary`).
+    archive_summary = models.JSONField(default=dict, blank=True)
+    # The last `recheck_builds` verdict on a build validated by older checks: empty while
+    # it passes, else why it would break school servers (a `reasons` code and parameters).
+    recheck_code = models.CharField(max_length=50, blank=True)
+    recheck_params = models.JSONField(default=dict, blank=True)
+    rechecked_at = models.DateTimeField(null=True, blank=True)
+    # When an approver recalled it; the sweeper re-sends the removal until it is retired.
+    recalled_at = models.DateTimeField(null=True, blank=True)
 
     store_dir = models.CharField(max_length=200, editable=False)
 
@@ -185,6 +196,18 @@ class Build(models.Model):
     @property
     def status_detail(self) -> str:
         return reasons.render(self.status_code, self.status_params)
+
+    @property
+    def recheck_detail(self) -> str:
+        """Why today's checks say this published build would break school servers."""
+        return reasons.render(self.recheck_code, self.recheck_params)
+
+    @property
+    def archive_notes(self) -> dict:
+        """The archive summary with modes in octal, as the build page shows them."""
+        notes = dict(self.archive_summary)
+        notes["setuid"] = [(path, f"{mode:04o}") for path, mode in notes.get("setuid", [])]
+        return notes
 
     @property
     def is_working(self) -> bool:

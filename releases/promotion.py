@@ -138,7 +138,8 @@ def _require_approver(user):
 
 def _set_build_status(build_id, to, *, actor, code, params=None):
     build = Build.objects.select_for_update().get(pk=build_id)
-    if build.status == to:
+    # A retired build's files are gone: no undo or import may offer it again.
+    if build.status in (to, BuildStatus.RETIRED):
         return
     Build.objects.filter(pk=build_id).update(
         status=to, status_code=code, status_params=params or {}

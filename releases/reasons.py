@@ -66,6 +66,86 @@ MESSAGES = {
         "school servers would serve only the first."
     ),
     "archive_empty_pristine": _("versions/pristine/ is present but empty."),
+    # What GNU tar on the school server would fail on, or unpack differently (`extraction`).
+    "archive_lzma_is_xz": _(
+        "The archive is named .tar.lzma but holds xz data. School servers unpack .tar.lzma "
+        "with “lzma -cd”, which reads only the old lzma format and fails on this file: "
+        "rename it to -tree.tar.xz (with a new .md5) or compress it with “lzma”."
+    ),
+    "archive_member_kind": _(
+        "“%(path)s” is %(kind)s (tar type “%(type)s”); a build may hold only files, "
+        "directories, symbolic links and hard links."
+    ),
+    "archive_sparse": _(
+        "“%(path)s” is stored as a sparse file (%(size)s bytes unpacked); school servers "
+        "would unpack it at its full size. Create the archive without --sparse."
+    ),
+    "archive_device_node": _(
+        "“%(path)s” is %(kind)s. Device nodes are refused unless the administrator allows "
+        "them (setting ARCHIVE_ALLOW_DEVICE_NODES)."
+    ),
+    "archive_header_too_big": _(
+        "The archive has an extended header of %(size)s bytes at byte %(offset)s; the most "
+        "allowed is %(limit)s. It was not read."
+    ),
+    "archive_header_chain": _(
+        "The archive has more than %(limit)s extended headers in a row before “%(path)s”."
+    ),
+    "archive_header_data": _(
+        "“%(path)s” is not a regular file but its header declares %(size)s bytes of data; "
+        "tar programs disagree on how to read such an archive."
+    ),
+    "archive_header_slash": _(
+        "“%(path)s” ends with “/” but is not a directory; GNU tar would fail to create it."
+    ),
+    "archive_name_invalid": _("The name “%(path)s” holds a NUL character."),
+    "archive_name_too_long": _(
+        "The path “%(path)s” is %(length)s bytes long; school servers cannot create paths "
+        "longer than %(limit)s bytes."
+    ),
+    "archive_component_too_long": _(
+        "The path “%(path)s” has a name longer than %(limit)s bytes, which no Linux file "
+        "system can create."
+    ),
+    "archive_under_non_directory": _(
+        "“%(path)s” would be unpacked inside “%(parent)s”, which is %(kind)s, not a "
+        "directory: GNU tar on the school server would fail (or write through the link)."
+    ),
+    "archive_duplicate": _(
+        "“%(path)s” appears twice in the archive (first as %(first)s, then as %(second)s): "
+        "GNU tar would keep only the later copy, so what was checked is not what school "
+        "servers would serve."
+    ),
+    "archive_hardlink_target": _(
+        "The hard link “%(path)s” points to “%(target)s”, which is %(problem)s; GNU tar on "
+        "the school server would fail. A hard link must point to a file listed before it."
+    ),
+    "archive_symlink_empty": _("The symbolic link “%(path)s” has an empty target."),
+    "archive_root_not_directory": _("The archive's root entry “.” is %(kind)s."),
+    "archive_versions_not_directory": _(
+        "“%(path)s” is %(kind)s, not a directory; school servers look for the build's tree "
+        "inside it."
+    ),
+    "archive_served_not_directory": _(
+        "“%(path)s” is %(kind)s, not a directory. School servers would serve (and move into "
+        "place) whatever it points to."
+    ),
+    "archive_pristine_name": _(
+        "The entry “%(entry)s” under versions/pristine/ starts with a dot or holds spaces or "
+        "control characters; school servers would not find it."
+    ),
+    "recheck_failed": _("Would break school servers: %(reason)s"),
+    "recheck_passed": _("Today's archive checks pass."),
+    "recall_reason_required": _("Write why the build is being taken away from school servers."),
+    "recall_not_flagged": _(
+        "Only a build that today's checks say would break school servers can be recalled; "
+        "run recheck_builds first."
+    ),
+    "recall_not_published": _(
+        "Only a build whose files are published can be recalled; this one is %(status)s."
+    ),
+    "recalled": _("Recalled from school servers: %(reason)s"),
+    "retired_recalled": _("Its files left the puppet content folder (%(files)s)."),
     "contents_empty": _("The .contents file is empty."),
     "contents_too_big": _("The .contents file is larger than %(limit)s bytes."),
     "contents_not_utf8": _("The .contents file is not UTF-8 text (byte %(position)s)."),
@@ -159,14 +239,42 @@ MESSAGES = {
 }
 
 
+# Kinds of archive member, stored as a code in the parameters named in KIND_PARAMS and
+# rendered in the reader's language.
+KINDS = {
+    "f": _("a file"),
+    "d": _("a directory"),
+    "l": _("a symbolic link"),
+    "h": _("a hard link"),
+    "c": _("a character device"),
+    "b": _("a block device"),
+    "p": _("a FIFO"),
+    "missing": _("not an earlier member of the archive"),
+    "contiguous": _("a contiguous file"),
+    "sparse": _("a sparse file"),
+    "volume": _("a volume header"),
+    "multivolume": _("a multi-volume continuation"),
+    "dumpdir": _("an incremental dump directory"),
+    "unknown": _("an unknown kind of member"),
+}
+KIND_PARAMS = ("kind", "first", "second", "problem")
+
+
 def render(code: str, params: dict | None = None) -> str:
     if not code:
         return ""
     message = MESSAGES.get(code)
     if message is None:
         return code
+    params = dict(params or {})
+    # A verdict that carries another reason (recheck_failed) renders it too.
+    if "reason_code" in params:
+        params["reason"] = render(params["reason_code"], params.get("reason_params"))
+    for key in KIND_PARAMS:
+        if params.get(key) in KINDS:
+            params[key] = KINDS[params[key]]
     try:
-        return str(message) % (params or {})
+        return str(message) % params
     except (KeyError, TypeError, ValueError):
         return str(message)
 

@@ -304,6 +304,7 @@ def build_validate(*, build_id) -> bool:
             to=BuildStatus.VALID,
             code="valid",
             pristine_id=scan.pristine_id,
+            archive_summary=scan.summary,
             member_count=scan.members,
             unpacked_size=scan.unpacked_size,
             validated_at=timezone.now(),
@@ -335,6 +336,7 @@ def _run_checks(build):
         build.compression,
         max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
         max_members=settings.MAX_ARCHIVE_MEMBERS,
+        allow_device_nodes=settings.ARCHIVE_ALLOW_DEVICE_NODES,
         progress=progress,
     )
     progress.report(build.size, force=True)
@@ -505,6 +507,17 @@ def sweep_stuck_builds(*, now=None) -> dict:
 
         transaction.on_commit(apply_deployments.delay, robust=True)
         counts["deploy"] = 1
+
+    # Recalled builds whose files are still published: the removal message was lost.
+    recalled = Build.objects.filter(
+        recalled_at__lt=stale,
+        status__in=[BuildStatus.PUBLISHED, BuildStatus.OFFERED, BuildStatus.WITHDRAWN],
+    ).values_list("pk", flat=True)
+    for build_id in recalled:
+        from .tasks import remove_build_files
+
+        transaction.on_commit(lambda b=build_id: remove_build_files.delay(b), robust=True)
+        counts["recall"] = counts.get("recall", 0) + 1
 
     stuck = Build.objects.filter(
         status__in=[BuildStatus.VALIDATING, BuildStatus.PUBLISHING], progress_at__lt=stale

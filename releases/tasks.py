@@ -5,7 +5,7 @@ message is harmless."""
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
-from . import promotion, services
+from . import promotion, recheck, services
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -19,6 +19,11 @@ def validate_build(build_id: int) -> bool:
 @shared_task(**RETRY)
 def publish_build(build_id: int) -> bool:
     return services.build_publish(build_id=build_id)
+
+
+@shared_task(**RETRY)
+def remove_build_files(build_id: int) -> bool:
+    return recheck.build_remove_files(build_id=build_id)
 
 
 @shared_task

@@ -13,6 +13,7 @@ urlpatterns = [
     path("builds/<str:name>/retry/", views.build_retry, name="build_retry"),
     path("builds/<str:name>/promote/", views.build_promote, name="build_promote"),
     path("builds/<str:name>/withdraw/", views.build_withdraw, name="build_withdraw"),
+    path("builds/<str:name>/recall/", views.build_recall, name="build_recall"),
     path("deployments/", views.deployment_list, name="deployment_list"),
     path("deployments/stop-all/", views.offers_stop_all, name="offers_stop_all"),
     path("deployments/drift/", views.drift_resolve, name="drift_resolve"),

@@ -12,7 +12,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import promotion, services, updates_cfg
+from . import promotion, recheck, services, updates_cfg
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import BuildRejected
@@ -186,6 +186,26 @@ def build_withdraw(request, name):
         request, _("%(name)s withdrawn; updates.cfg is being deployed.") % {"name": build.name}
     )
     return redirect("releases:deployment_detail", pk=deployment.pk)
+
+
+@require_POST
+def build_recall(request, name):
+    """Take a build that would break school servers away from them (see `recheck`)."""
+    require_role(request, roles.APPROVERS)
+    build = get_object_or_404(Build, name=name)
+    try:
+        recheck.build_recall(
+            build=build, acting_user=request.user, reason=request.POST.get("reason", "")
+        )
+    except BuildRejected as refusal:
+        messages.error(request, refusal.message)
+    else:
+        messages.success(
+            request,
+            _("%(name)s recalled: its files are being removed from the puppet content folder.")
+            % {"name": build.name},
+        )
+    return redirect("releases:build_detail", name=build.name)
 
 
 @require_GET

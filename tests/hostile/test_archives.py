@@ -30,7 +30,7 @@ from releases import services
 from releases.models import Build, BuildStatus, OfferedEntry
 
 from ..factories import DEFAULT_TREE, compress, stage, tar_bytes, write_build
-from . import snapshot
+from . import bombs, snapshot
 from .test_builds import API_URL, Bad, upload_data
 
 # Incompressible, so that cutting or damaging the middle of the stream hits real data.
@@ -45,6 +45,32 @@ def member(name, data=b"x", type_=tarfile.REGTYPE):
     info.mode = 0o755 if type_ == tarfile.DIRTYPE else 0o644
     info.size = len(data) if type_ == tarfile.REGTYPE else 0
     return info, data if type_ == tarfile.REGTYPE else None
+
+
+def link(name, target, type_=tarfile.SYMTYPE):
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.mode = 0o777 if type_ == tarfile.SYMTYPE else 0o644
+    info.linkname = target
+    return info, None
+
+
+def device(name, type_, major=1, minor=3):
+    info = tarfile.TarInfo(name)
+    info.type = type_
+    info.mode = 0o666
+    info.devmajor, info.devminor = major, minor
+    return info, None
+
+
+PRISTINE_DIR = "versions/pristine/21021"
+
+
+def symlinked_pristine():
+    """versions/pristine/<id> is a symlink to /: the school server would serve (and move!)
+    its own root file system."""
+    folders = [member(f, type_=tarfile.DIRTYPE) for f in ("versions", "versions/pristine")]
+    return compress(tar_bytes({}, pristine=None, extra=[*folders, link(PRISTINE_DIR, "/")]), "bz2")
 
 
 def truncated(compression):
@@ -181,6 +207,86 @@ BROKEN_CASES = [
             ),
             "bz2",
         ),
+    ),
+    # What GNU tar on the school server fails on, or unpacks differently (issue 9).
+    Broken(
+        "xz-data-named-lzma",
+        "archive_lzma_is_xz",
+        "named .tar.lzma but holds xz data",
+        compress(tar_bytes(TREE), "xz"),
+        "lzma",
+    ),
+    Broken(
+        "hard-link-to-a-missing-target",
+        "archive_hardlink_target",
+        "The hard link “versions/pristine/21021/bin/sh” points to “versions/pristine/21021/"
+        "bin/bash”, which is not an earlier member of the archive",
+        compress(
+            tar_bytes(
+                TREE,
+                extra=[link(f"{PRISTINE_DIR}/bin/sh", f"{PRISTINE_DIR}/bin/bash", tarfile.LNKTYPE)],
+            ),
+            "bz2",
+        ),
+    ),
+    Broken(
+        "pristine-symlink-to-root",
+        "archive_served_not_directory",
+        "“versions/pristine/21021” is a symbolic link, not a directory. School servers would "
+        "serve (and move into place) whatever it points to.",
+        symlinked_pristine(),
+    ),
+    Broken(
+        "file-written-through-a-symlink-to-tmp",
+        "archive_under_non_directory",
+        "“versions/pristine/21021/tmp/evil” would be unpacked inside “versions/pristine/21021/"
+        "tmp”, which is a symbolic link, not a directory",
+        compress(
+            tar_bytes(
+                TREE,
+                extra=[link(f"{PRISTINE_DIR}/tmp", "/tmp"), member(f"{PRISTINE_DIR}/tmp/evil")],
+            ),
+            "bz2",
+        ),
+    ),
+    *[
+        Broken(
+            f"device-{label}",
+            "archive_device_node",
+            f"“{PRISTINE_DIR}/dev/node” is {article}. Device nodes are refused",
+            compress(tar_bytes(TREE, extra=[device(f"{PRISTINE_DIR}/dev/node", type_)]), "xz"),
+            "xz",
+        )
+        for label, type_, article in (
+            ("character", tarfile.CHRTYPE, "a character device"),
+            ("block", tarfile.BLKTYPE, "a block device"),
+            ("fifo", tarfile.FIFOTYPE, "a FIFO"),
+        )
+    ],
+    Broken(
+        "second-etc-passwd",
+        "archive_duplicate",
+        "“versions/pristine/21021/etc/passwd” appears twice in the archive (first as a file, "
+        "then as a file): GNU tar would keep only the later copy",
+        compress(
+            tar_bytes(
+                {**TREE, "etc/passwd": b"root:x:0:0::/root:/bin/sh\n"},
+                extra=[member(f"{PRISTINE_DIR}/etc/passwd", b"root::0:0::/root:/bin/sh\n")],
+            ),
+            "bz2",
+        ),
+    ),
+    Broken(
+        "gnu-long-name-of-a-gibibyte",
+        "archive_header_too_big",
+        "The archive has an extended header of 1073741824 bytes at byte 0",
+        bombs.long_name_archive(1 << 30),
+    ),
+    Broken(
+        "sparse-member-of-20-gib",
+        "archive_sparse",
+        "“etc/big” is stored as a sparse file (21474836480 bytes unpacked)",
+        compress(bombs.sparse_tar("etc/big", 20 << 30), "bz2"),
     ),
     Broken(
         "no-members",

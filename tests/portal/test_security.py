@@ -91,6 +91,7 @@ ACCESS = {
     "builds/<str:name>/retry/": {"GET": page(None), "POST": page(EDITORS)},
     "builds/<str:name>/promote/": {"GET": page(APPROVERS), "POST": page(APPROVERS)},
     "builds/<str:name>/withdraw/": {"GET": page(None), "POST": page(APPROVERS)},
+    "builds/<str:name>/recall/": {"GET": page(None), "POST": page(APPROVERS)},
     "deployments/": {"GET": page(EVERYONE), "POST": page(None)},
     "deployments/stop-all/": {"GET": page(None), "POST": page(APPROVERS)},
     "deployments/drift/": {"GET": page(None), "POST": page(APPROVERS)},

@@ -93,6 +93,9 @@ PRISTINE_TREE = (
         tarfile.LNKTYPE,
         link="./versions/pristine/os801/hello.txt",
     ),
+)
+# Device nodes: refused unless the deployment allows them (ARCHIVE_ALLOW_DEVICE_NODES).
+DEVICES = (
     entry("./versions/pristine/os801/null", tarfile.CHRTYPE, mode=0o666),
     entry("./versions/pristine/os801/sda", tarfile.BLKTYPE, mode=0o660),
     entry("./versions/pristine/os801/initctl", tarfile.FIFOTYPE, mode=0o600),
@@ -105,9 +108,9 @@ SU = hashlib.sha256(b"#!/bin/sh\n").hexdigest()
 
 
 def test_it_writes_one_json_line_per_entry_in_the_manifest(tmp_path):
-    path = write(tmp_path, bz2.compress(tar_bytes(*PRISTINE_TREE)))
+    path = write(tmp_path, bz2.compress(tar_bytes(*PRISTINE_TREE, *DEVICES)))
 
-    manifest = gzip.decompress(scan(path).manifest)
+    manifest = gzip.decompress(scan(path, allow_device_nodes=True).manifest)
 
     assert manifest == (
         b'[".","d",493,0,"",""]\n'
@@ -125,11 +128,11 @@ def test_it_writes_one_json_line_per_entry_in_the_manifest(tmp_path):
 
 
 def test_it_reads_the_manifest_back_as_entries(tmp_path):
-    path = write(tmp_path, bz2.compress(tar_bytes(*PRISTINE_TREE)))
+    path = write(tmp_path, bz2.compress(tar_bytes(*PRISTINE_TREE, *DEVICES)))
 
-    entries = list(read_manifest(scan(path).manifest))
+    entries = list(read_manifest(scan(path, allow_device_nodes=True).manifest))
 
-    assert len(entries) == len(PRISTINE_TREE)
+    assert len(entries) == len(PRISTINE_TREE) + len(DEVICES)
     assert entries[4] == ManifestEntry(
         "versions/pristine/os801/hello.txt", "f", 0o644, 6, HELLO, ""
     )
@@ -151,7 +154,7 @@ def test_it_counts_the_members_and_the_unpacked_bytes(tmp_path):
 
     result = scan(path)
 
-    assert (result.members, result.unpacked_size) == (11, len(data))
+    assert (result.members, result.unpacked_size) == (8, len(data))
 
 
 def test_it_hashes_a_file_larger_than_one_read(tmp_path):
@@ -217,10 +220,11 @@ def test_it_scans_a_legacy_lzma_alone_archive(tmp_path):
     assert scan(path, "lzma").members == 2
 
 
-def test_it_accepts_xz_data_in_a_file_named_lzma(tmp_path):
+def test_it_refuses_xz_data_in_a_file_named_lzma(tmp_path):
+    """The school server unpacks .tar.lzma with `lzma -cd`, which fails on xz data."""
     path = write(tmp_path, compress(simple_tar("a", "b"), "xz"), "lzma")
 
-    assert scan(path, "lzma").members == 2
+    assert rejection(path, "lzma") == ("archive_lzma_is_xz", {})
 
 
 def test_it_reads_every_stream_of_a_multistream_bz2_archive(tmp_path):
@@ -244,6 +248,40 @@ def test_it_accepts_null_padding_after_an_xz_stream(tmp_path):
     path = write(tmp_path, compress(simple_tar("a"), "xz") + bytes(8), "xz")
 
     assert scan(path, "xz").members == 1
+
+
+@pytest.mark.parametrize("zeros", [1, 2, 3, 5])
+def test_it_rejects_xz_padding_that_is_not_a_multiple_of_four_bytes(tmp_path, zeros):
+    """`xz -d` fails on such padding ("Compressed data is corrupt"): so must we."""
+    data = compress(simple_tar("a"), "xz")
+    path = write(tmp_path, data + bytes(zeros), "xz")
+
+    code, params = rejection(path, "xz")
+
+    assert code == "archive_corrupt"
+    assert params["error"].startswith(f"{zeros} bytes of stream padding at byte {len(data)}")
+
+
+def test_it_rejects_zero_padding_after_a_legacy_lzma_stream(tmp_path):
+    data = compress(simple_tar("a"), "lzma")
+    path = write(tmp_path, data + bytes(8), "lzma")
+
+    assert rejection(path, "lzma")[0] == "archive_corrupt"
+
+
+def test_it_rejects_two_legacy_lzma_streams(tmp_path):
+    """`lzma -cd` reads only the first .lzma stream and then reports corrupt data."""
+    data = simple_tar("a", "b", "c")
+    first = compress(data[:700], "lzma")
+    path = write(tmp_path, first + compress(data[700:], "lzma"), "lzma")
+
+    assert rejection(path, "lzma") == (
+        "archive_corrupt",
+        {
+            "compression": "lzma",
+            "error": f"unexpected data after the compressed stream at byte {len(first)}",
+        },
+    )
 
 
 def test_it_accepts_absolute_and_climbing_symlink_targets(tmp_path):
