@@ -18,7 +18,8 @@ and refuses each member tar would fail on, or whose result is not what was check
   there would make the school server serve, or move, whatever it points to).
 
 It also sorts what the served tree carries that matters for security (setuid and setgid
-files, world-writable entries, device nodes) from what the school server throws away.
+files, world-writable entries, device nodes), files without an owner-read bit (the school
+server's unprivileged rsync cannot read them back), and what the school server throws away.
 
 Pure: no ORM, no I/O, no settings. One `add()` per member, then `finish()`. Memory grows with
 the number of members (one dict entry each, bounded by MAX_ARCHIVE_MEMBERS), never with the
@@ -91,6 +92,8 @@ class _Notes:
     world_writable: dict = field(default_factory=dict)  # path → None, in archive order
     devices: list = field(default_factory=list)
     device_count: int = 0
+    unreadable: list = field(default_factory=list)
+    unreadable_count: int = 0
     entries: int = 0
 
     def add(self, path: str, kind: str, mode: int):
@@ -99,6 +102,12 @@ class _Notes:
             self.setuid_count += 1
             if len(self.setuid) < SHOWN:
                 self.setuid.append([path, mode & 0o7777])
+        if kind == FILE and not mode & 0o400:
+            # The school server unpacks and serves as an unprivileged user under fakeroot,
+            # which keeps real modes: its rsync cannot read a file without owner read.
+            self.unreadable_count += 1
+            if len(self.unreadable) < SHOWN:
+                self.unreadable.append([path, mode & 0o7777])
         if kind in DEVICES:
             self.device_count += 1
             if len(self.devices) < SHOWN:
@@ -256,6 +265,8 @@ class ExtractionModel:
             "world_writable": world_writable[:SHOWN],
             "device_count": notes.device_count,
             "devices": notes.devices,
+            "unreadable_count": notes.unreadable_count,
+            "unreadable": notes.unreadable,
             "outside_count": outside_count,
             "outside": outside[:SHOWN],
         }

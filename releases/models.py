@@ -206,7 +206,8 @@ class Build(models.Model):
     def archive_notes(self) -> dict:
         """The archive summary with modes in octal, as the build page shows them."""
         notes = dict(self.archive_summary)
-        notes["setuid"] = [(path, f"{mode:04o}") for path, mode in notes.get("setuid", [])]
+        for key in ("setuid", "unreadable"):
+            notes[key] = [(path, f"{mode:04o}") for path, mode in notes.get(key, [])]
         return notes
 
     @property

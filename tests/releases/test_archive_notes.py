@@ -78,6 +78,8 @@ def test_the_api_carries_the_same_as_counts_and_lists(carrying, cast):
         "world_writable": ["var/drop"],
         "device_count": 0,
         "devices": [],
+        "unreadable_count": 0,
+        "unreadable": [],
         "outside_count": 2,
         "outside": ["home", "home/olpc"],
     }
