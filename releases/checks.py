@@ -6,12 +6,14 @@ hash command that cannot run at all: that is the host's fault, not the build's.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
-import json
 import os
 import re
+from collections.abc import Iterator
 
 from portal import commands
+from releases import jsonscan
 from releases.reasons import BuildRejected, render
 
 BOM = b"\xef\xbb\xbf"
@@ -27,6 +29,8 @@ CONTENTS_HASH_RE = re.compile(r"\A[A-Za-z0-9+/=_.:-]{8,128}\Z")
 # Longest value echoed back in a hash_invalid message: it may be a whole command's output.
 SHOWN_VALUE = 200
 SHOWN_STDERR = 500
+# A .contents file is read this much at a time; its check needs a few times this in memory.
+CONTENTS_CHUNK = 1024 * 1024
 
 
 def parse_md5_file(data: bytes, tarball_name: str) -> tuple[str, bool]:
@@ -83,32 +87,63 @@ def _md5_problem(line: str) -> str:
     return "the line does not start with a 32-digit hexadecimal checksum"
 
 
-def check_contents(path, *, max_bytes: int) -> str:
-    """Check the .contents file is non-empty UTF-8 JSON within the limit; return its sha256."""
+def check_contents(path, *, max_bytes: int, chunk_bytes: int = CONTENTS_CHUNK) -> str:
+    """Check the .contents file is non-empty UTF-8 JSON within the limit; return its sha256.
+
+    The file is read, hashed, decoded and checked a chunk at a time, so a file near the
+    limit costs a few chunks of memory (json.loads of one once took a worker to 5 GB). The
+    size and encoding refusals win over a JSON one, as when the file was read whole: after
+    a JSON error the rest of the file is still read (not parsed).
+    """
+    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        # One byte past the limit is enough to know it is too big, without reading it all.
-        data = fh.read(max_bytes + 1)
-    if not data:
+        pieces = _utf8_pieces(fh, digest, max_bytes=max_bytes, chunk_bytes=chunk_bytes)
+        try:
+            jsonscan.validate(pieces)
+        except jsonscan.NotJSON as exc:
+            error = str(exc)
+        else:
+            return digest.hexdigest()
+        for _piece in pieces:
+            pass
+    raise BuildRejected("contents_not_json", error=error)
+
+
+def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[str]:
+    """Yield the file as text, a chunk at a time, feeding `digest` on the way.
+
+    Size comes before encoding, as when the file was read whole: after bad UTF-8 the rest
+    is still read, not decoded, in case it is too big."""
+    seen = 0
+    undecoded = b""  # a UTF-8 sequence cut by the chunk boundary
+    bad_byte = None
+    # One byte past the limit is enough to know it is too big, without reading it all.
+    while data := fh.read(min(chunk_bytes, max_bytes + 1 - seen)):
+        seen += len(data)
+        if seen > max_bytes:
+            raise BuildRejected("contents_too_big", limit=max_bytes)
+        if bad_byte is not None:
+            continue
+        digest.update(data)
+        if undecoded:
+            data = undecoded + data
+        try:
+            text, used = codecs.utf_8_decode(data, "strict", False)
+        except UnicodeDecodeError as exc:
+            bad_byte = seen - len(data) + exc.start
+            continue
+        undecoded = data[used:]
+        if text:
+            yield text
+    if not seen:
         raise BuildRejected("contents_empty")
-    if len(data) > max_bytes:
-        raise BuildRejected("contents_too_big", limit=max_bytes)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BuildRejected("contents_not_utf8", position=exc.start) from None
-    try:
-        # Objects are dropped as soon as they are read: only the syntax matters here.
-        json.loads(text, object_pairs_hook=_drop)
-    except ValueError as exc:
-        # JSONDecodeError, and a number too long to convert (over 4300 digits).
-        raise BuildRejected("contents_not_json", error=str(exc)) from None
-    except RecursionError:
-        raise BuildRejected("contents_not_json", error="nested too deeply") from None
-    return hashlib.sha256(data).hexdigest()
-
-
-def _drop(_pairs):
-    return None
+    if bad_byte is None and undecoded:
+        try:
+            codecs.utf_8_decode(undecoded, "strict", True)
+        except UnicodeDecodeError as exc:
+            bad_byte = seen - len(undecoded) + exc.start
+    if bad_byte is not None:
+        raise BuildRejected("contents_not_utf8", position=bad_byte)
 
 
 def normalise_contents_hash(value: str) -> str:
