@@ -58,8 +58,11 @@ def byte_length(text: str) -> int:
     return len(text.encode("utf-8", "surrogateescape"))
 
 
-def check_name(path: str, *, field_name: str = "name"):
-    """Refuse a member name or link target the kernel would refuse to create."""
+def check_name(path: str, *, components: bool = True):
+    """Refuse a member name or link target the kernel would refuse to create.
+
+    A symlink's target is only stored, never looked up while unpacking, so only its whole
+    length is bounded (`components=False`)."""
     if "\0" in path:
         raise BuildRejected("archive_name_invalid", path=path.replace("\0", "\\0"))
     length = byte_length(path)
@@ -70,7 +73,7 @@ def check_name(path: str, *, field_name: str = "name"):
             length=length,
             limit=MAX_PATH_BYTES,
         )
-    for part in path.split("/"):
+    for part in path.split("/") if components else ():
         if byte_length(part) > MAX_COMPONENT_BYTES:
             raise BuildRejected(
                 "archive_component_too_long",
@@ -173,7 +176,7 @@ class ExtractionModel:
         elif kind == SYMLINK:
             if not link:
                 raise BuildRejected("archive_symlink_empty", path=path)
-            check_name(link)
+            check_name(link, components=False)
         disk[path] = kind
         self._note(path, kind, mode)
 

@@ -230,3 +230,10 @@ def test_it_renders_kinds_in_the_readers_language():
         message = render("archive_under_non_directory", {"path": "a/b", "parent": "a", "kind": "l"})
 
     assert "enlace simbólico" in message
+
+
+def test_it_accepts_a_symlink_target_with_a_long_component():
+    """symlink() stores the target as it is; only a path it is looked up as is bounded."""
+    served = replay([*PRISTINE, (P + "x", "l", "y" * 300)])
+
+    assert served.pristine_id == "21021"
