@@ -15,10 +15,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import archive, promotion, publishing
+from . import promotion, publishing
 from .models import Build, BuildStatus
 from .reasons import BuildRejected
-from .services import _transition, audit
+from .services import _transition, audit, scan_stored_archive
 
 # Builds whose files are in the puppet content folder, so school servers unpack them.
 RECHECKED_STATUSES = (BuildStatus.PUBLISHED, BuildStatus.OFFERED, BuildStatus.WITHDRAWN)
@@ -35,13 +35,7 @@ def build_recheck(*, build: Build) -> BuildRejected | None:
        was found to break school servers (and when a fixed rule cleared it).
     """
     try:
-        scan = archive.scan_archive(
-            build.stored_tarball,
-            build.compression,
-            max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
-            max_members=settings.MAX_ARCHIVE_MEMBERS,
-            allow_device_nodes=settings.ARCHIVE_ALLOW_DEVICE_NODES,
-        )
+        scan = scan_stored_archive(build)
     except FileNotFoundError:
         problem = BuildRejected("publish_source_missing", file=build.tarball_name)
     except BuildRejected as rejection:

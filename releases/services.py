@@ -331,7 +331,17 @@ def _run_checks(build):
         raise BuildRejected("md5_mismatch", declared=declared, actual=build.md5)
 
     progress = Progress(build.pk, Phase.ARCHIVE, build.size)
-    scan = archive.scan_archive(
+    scan = scan_stored_archive(build, progress=progress)
+    progress.report(build.size, force=True)
+
+    Progress(build.pk, Phase.CONTENTS, build.contents_size)
+    checks.check_contents(build.stored_contents, max_bytes=settings.MAX_CONTENTS_BYTES)
+    return scan, _contents_hash_fields(build)
+
+
+def scan_stored_archive(build, *, progress=None) -> archive.ArchiveScan:
+    """Today's archive checks, with the configured limits, on a build's stored archive."""
+    return archive.scan_archive(
         build.stored_tarball,
         build.compression,
         max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
@@ -339,11 +349,6 @@ def _run_checks(build):
         allow_device_nodes=settings.ARCHIVE_ALLOW_DEVICE_NODES,
         progress=progress,
     )
-    progress.report(build.size, force=True)
-
-    Progress(build.pk, Phase.CONTENTS, build.contents_size)
-    checks.check_contents(build.stored_contents, max_bytes=settings.MAX_CONTENTS_BYTES)
-    return scan, _contents_hash_fields(build)
 
 
 def _contents_hash_fields(build) -> dict:

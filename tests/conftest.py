@@ -149,11 +149,14 @@ def oatslite(settings, tmp_path):
 
 @pytest.fixture
 def published(cast, tmp_path):
-    """A published build uploaded by `uploader` (alice by default), with a contents hash."""
+    """A published build uploaded by `uploader` (alice by default), with a contents hash;
+    its archive is `tarball` (compressed with `compression`) or the factories' default."""
 
-    def _published(name=None, *, uploader=None, contents_hash=None):
+    def _published(
+        name=None, *, uploader=None, contents_hash=None, tarball=None, compression="bz2"
+    ):
         name = name or f"py{uuid.uuid4().hex[:6]}"
-        paths = write_build(tmp_path / "in" / name, name)
+        paths = write_build(tmp_path / "in" / name, name, tarball=tarball, compression=compression)
         staged = [stage(path, django_settings.UPLOAD_TEMP_DIR) for path in paths]
         build = services.build_create(
             acting_user=uploader or cast.alice,

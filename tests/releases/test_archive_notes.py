@@ -3,15 +3,12 @@
 import tarfile
 
 import pytest
-from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
 from portal.services import api_token_create
-from releases import services
-from releases.models import BuildStatus
 
-from ..factories import compress, stage, tar_bytes, write_build
+from ..factories import compress, tar_bytes
 
 P = "versions/pristine/21021/"
 
@@ -23,7 +20,7 @@ def member(name, mode, type_=tarfile.REGTYPE):
 
 
 @pytest.fixture
-def carrying(cast, tmp_path):
+def carrying(published):
     """A published build with a setuid program, a world-writable folder, a sticky /tmp and
     a home folder beside the served tree."""
     extra = [
@@ -36,17 +33,7 @@ def carrying(cast, tmp_path):
         member("home", 0o755, tarfile.DIRTYPE),
         member("home/olpc", 0o755, tarfile.DIRTYPE),
     ]
-    tarball = compress(tar_bytes({"etc/issue": b"OLPC\n"}, extra=extra), "bz2")
-    paths = write_build(tmp_path / "in", "py900-1", tarball=tarball)
-    staged = [stage(path, settings.UPLOAD_TEMP_DIR) for path in paths]
-    build = services.build_create(
-        acting_user=cast.alice, tarball=staged[0], md5_file=staged[1], contents=staged[2]
-    )
-    services.build_validate(build_id=build.pk)
-    services.build_publish(build_id=build.pk)
-    build.refresh_from_db()
-    assert build.status == BuildStatus.PUBLISHED, build.status_detail
-    return build
+    return published(tarball=compress(tar_bytes({"etc/issue": b"OLPC\n"}, extra=extra), "bz2"))
 
 
 def test_the_build_page_lists_what_matters_for_security(carrying, cast):

@@ -13,11 +13,11 @@ import tarfile
 import pytest
 from django.conf import settings
 
-from releases import archive, services
-from releases.models import BuildManifest, BuildStatus
+from releases import archive
+from releases.models import BuildManifest
 
 from .. import schoolserver
-from ..factories import compress, stage, write_build
+from ..factories import compress
 
 P = "versions/pristine/21021"
 
@@ -73,19 +73,6 @@ def tar_of(members) -> bytes:
     return buffer.getvalue()
 
 
-def publish(cast, tmp_path, tarball: bytes, compression: str):
-    paths = write_build(tmp_path / "in", "py900-1", compression=compression, tarball=tarball)
-    staged = [stage(path, settings.UPLOAD_TEMP_DIR) for path in paths]
-    build = services.build_create(
-        acting_user=cast.alice, tarball=staged[0], md5_file=staged[1], contents=staged[2]
-    )
-    services.build_validate(build_id=build.pk)
-    services.build_publish(build_id=build.pk)
-    build.refresh_from_db()
-    assert build.status == BuildStatus.PUBLISHED, build.status_detail
-    return build
-
-
 def taken_by_school_server(build):
     folder = settings.PUPPETCONTENT_OS_DIR
     assert schoolserver.md5_check(folder, build.tarball_name)
@@ -101,8 +88,8 @@ def tools():
 
 
 @pytest.mark.parametrize("compression", ["bz2", "xz", "lzma"])
-def test_a_published_os_tree_is_served_exactly_as_recorded(cast, tmp_path, compression):
-    build = publish(cast, tmp_path, compress(tar_of(OS_TREE), compression), compression)
+def test_a_published_os_tree_is_served_exactly_as_recorded(published, compression):
+    build = published(tarball=compress(tar_of(OS_TREE), compression), compression=compression)
 
     served, entries = taken_by_school_server(build)
 
@@ -118,8 +105,8 @@ def test_a_published_os_tree_is_served_exactly_as_recorded(cast, tmp_path, compr
     ]
 
 
-def test_a_published_tree_without_versions_pristine_is_served_from_its_root(cast, tmp_path):
-    build = publish(cast, tmp_path, compress(tar_of(ROOT_TREE), "xz"), "xz")
+def test_a_published_tree_without_versions_pristine_is_served_from_its_root(published):
+    build = published(tarball=compress(tar_of(ROOT_TREE), "xz"), compression="xz")
 
     served, entries = taken_by_school_server(build)
 
@@ -127,10 +114,10 @@ def test_a_published_tree_without_versions_pristine_is_served_from_its_root(cast
     assert schoolserver.compare_with_manifest(served, entries) == []
 
 
-def test_device_nodes_a_deployment_allows_are_served_as_devices(cast, tmp_path, settings):
+def test_device_nodes_a_deployment_allows_are_served_as_devices(published, settings):
     settings.ARCHIVE_ALLOW_DEVICE_NODES = True
     tree = [*OS_TREE, member(f"{P}/dev/sda", "b", mode=0o660), member(f"{P}/dev/tty", "c")]
-    build = publish(cast, tmp_path, compress(tar_of(tree), "bz2"), "bz2")
+    build = published(tarball=compress(tar_of(tree), "bz2"), compression="bz2")
 
     served, entries = taken_by_school_server(build)
 
