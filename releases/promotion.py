@@ -190,6 +190,8 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
         build = Build.objects.select_for_update().get(pk=build.pk)
         if build.status not in (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN):
             raise PromotionRefused("promote_not_published", status=build.get_status_display())
+        if build.recheck_code:
+            raise PromotionRefused("promote_flagged", reason=build.recheck_detail)
         if not build.contents_hash:
             raise PromotionRefused("promote_no_hash")
         if priority not in settings.OATSLITE_PRIORITIES:

@@ -194,6 +194,9 @@ MESSAGES = {
         "You uploaded this build, so another approver must promote it (four-eyes rule)."
     ),
     "promote_not_published": _("Only a published build can be promoted; this one is %(status)s."),
+    "promote_flagged": _(
+        "This build would break school servers (%(reason)s); recall it instead of offering it."
+    ),
     "promote_no_hash": _(
         "The build has no contents hash yet; enter the hash computed on an XO first."
     ),

@@ -290,3 +290,14 @@ def test_the_recall_view_shows_a_refusal_as_a_message(old_build, cast):
 
     assert "Write why the build is being taken away" in response.content.decode()
     assert not AuditEvent.objects.filter(build=build, action="recall").exists()
+
+
+def test_a_flagged_build_cannot_be_promoted_and_the_page_offers_no_promotion(old_build, cast):
+    build = flagged(old_build)
+
+    with pytest.raises(promotion.PromotionRefused) as caught:
+        promotion.build_promote(build=build, acting_user=cast.carol, reason="pilot")
+
+    assert caught.value.code == "promote_flagged"
+    page = client_for(cast.carol).get(reverse("releases:build_detail", args=[build.name]))
+    assert 'id="promote-link"' not in page.content.decode()
