@@ -301,3 +301,43 @@ def test_a_flagged_build_cannot_be_promoted_and_the_page_offers_no_promotion(old
     assert caught.value.code == "promote_flagged"
     page = client_for(cast.carol).get(reverse("releases:build_detail", args=[build.name]))
     assert 'id="promote-link"' not in page.content.decode()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_runs_on_a_database_whose_builds_were_published_before_the_archive_checks(
+    published,
+):
+    """Real rows from before migration 0003: the schema is taken back to 0002 with the builds
+    in it, brought forward again (as an upgrade does), then the command reads them."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    good = published()
+    bad = published()
+    bad.stored_tarball.write_bytes(hard_link_to_nowhere())
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes("releases")
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate([("releases", "0002_promotion")])
+        with connection.cursor() as cursor:
+            columns = {
+                c.name
+                for c in connection.introspection.get_table_description(
+                    cursor, Build._meta.db_table
+                )
+            }
+        assert "archive_summary" not in columns
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(latest)
+
+    assert Build.objects.get(pk=good.pk).archive_summary == {}
+    status, out = recheck_command()
+    assert status == 1
+    assert f"{good.name}: OK" in out
+    assert bad.name in out and "hard link" in out.lower()
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert good.archive_summary and good.recheck_code == ""
+    assert bad.recheck_code and bad.status == BuildStatus.PUBLISHED
