@@ -3,7 +3,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from .models import ApiToken, LoginAttempt
+from .models import ApiToken, LoginAttempt, LoginLockout
 from .services import api_token_create
 
 
@@ -45,4 +45,22 @@ class LoginAttemptAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LoginLockout)
+class LoginLockoutAdmin(admin.ModelAdmin):
+    """Every time a user name or an address reached its failed-login limit."""
+
+    list_display = ["at", "username", "ip", "keys"]
+    list_filter = ["at"]
+    search_fields = ["username", "ip"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

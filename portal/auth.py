@@ -12,9 +12,7 @@ from django.contrib.auth import views as auth_views
 from django.utils import timezone
 from django.utils.translation import ngettext
 
-from releases.services import audit
-
-from .models import LoginAttempt
+from .models import LoginAttempt, LoginLockout
 from .security import client_ip
 
 log = logging.getLogger(__name__)
@@ -51,7 +49,8 @@ def login_attempt_start(*, username: str, ip: str | None) -> LoginAttempt | None
 
 def login_failed(*, attempt: LoginAttempt) -> None:
     """The password was wrong: the attempt's row stays and counts. Reaching a limit is
-    audited once (refusals after it are only logged, so a flood writes no audit rows)."""
+    recorded once, as a `LoginLockout` (refusals after it are only logged, so a flood writes
+    no rows)."""
     since = _window_start(timezone.now())
     by_user, by_ip = LoginAttempt.objects.counts(
         username=attempt.username, ip=attempt.ip, since=since
@@ -62,12 +61,7 @@ def login_failed(*, attempt: LoginAttempt) -> None:
     if attempt.ip and by_ip == settings.LOGIN_FAILURE_IP_LIMIT:
         locked.append("ip")
     if locked:
-        audit(
-            build=None,
-            actor=None,
-            action="login_locked",
-            params={"username": attempt.username, "ip": attempt.ip, "keys": locked},
-        )
+        LoginLockout.objects.create(username=attempt.username, ip=attempt.ip, keys=locked)
         log.warning(
             "login locked for %s (%s) after too many failures from %s",
             attempt.username,

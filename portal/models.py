@@ -94,3 +94,23 @@ class LoginAttempt(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.ip or ''}"
+
+
+class LoginLockout(models.Model):
+    """A user name or an address reaching its failed-login limit: the portal's own record,
+    kept after the attempts that caused it are pruned."""
+
+    at = models.DateTimeField(_("when"), default=timezone.now, db_index=True)
+    username = models.CharField(_("user name"), max_length=150)
+    ip = models.GenericIPAddressField(_("address"), null=True, blank=True)
+    # Which limits were reached: "username" (this name from this address), "ip" (this
+    # address for any name).
+    keys = models.JSONField(_("limits reached"), default=list)
+
+    class Meta:
+        verbose_name = _("login lockout")
+        verbose_name_plural = _("login lockouts")
+        ordering = ["-at", "-id"]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.ip or ''}"

@@ -357,7 +357,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(PORTAL_DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
-    "sweep-stuck-builds": {"task": "releases.tasks.sweep_stuck_builds", "schedule": 60.0},
+    "sweep": {"task": "releases.tasks.sweep", "schedule": 60.0},
     "follow-rsyncd-log": {"task": "schools.tasks.follow_rsyncd_log", "schedule": 300.0},
 }
 # A build left in a working state this long without progress is re-enqueued by the

@@ -3,7 +3,7 @@
 Builds are multi-GB files from outside, so the scan keeps memory flat, bounds how much it
 decompresses before trusting anything (extension headers included: a name is never read
 into memory before its size is known to be sane), and turns every way the file can be
-broken into a specific `BuildRejected`. Each member is replayed on `extraction`'s model of
+broken into a specific `Refused`. Each member is replayed on `extraction`'s model of
 what GNU tar leaves on the school server's disk. Pure I/O: no ORM and no settings; limits
 are arguments.
 """
@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from releases import extraction
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 # Compressed bytes per read, and so per progress report.
 READ_SIZE = 1 << 20
@@ -114,7 +114,7 @@ def scan_archive(
     allow_device_nodes: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> ArchiveScan:
-    """Read the whole archive once; raise BuildRejected on the first problem found."""
+    """Read the whole archive once; raise Refused on the first problem found."""
     if compression not in _FORMATS:
         raise ValueError(f"unknown compression {compression!r}")
     with open(path, "rb") as fh:
@@ -301,13 +301,13 @@ class _Decompressor(threading.Thread):
             return XZ_MAGIC.startswith(data)
         return True
 
-    def _wrong_start(self, data: bytes) -> BuildRejected:
+    def _wrong_start(self, data: bytes) -> Refused:
         if self._streams:
             offset = self._read - len(data)
             return self._corrupt(f"unexpected data after the compressed stream at byte {offset}")
         kind = _sniff(data)
         if self._compression == "lzma" and kind == "xz data":
-            return BuildRejected("archive_lzma_is_xz")
+            return Refused("archive_lzma_is_xz")
         problem = f"this is not {self._format.label} data"
         return self._corrupt(f"{problem}; it looks like {kind}" if kind else problem)
 
@@ -315,7 +315,7 @@ class _Decompressor(threading.Thread):
         if self._pending and not self._could_start(self._pending):
             raise self._wrong_start(self._pending)
         if self._pending or self._current is not None or not self._streams:
-            raise BuildRejected("archive_truncated", compression=self._compression)
+            raise Refused("archive_truncated", compression=self._compression)
         self._check_padding()
 
     def _room(self) -> int:
@@ -327,11 +327,11 @@ class _Decompressor(threading.Thread):
             return
         self._unpacked += len(out)
         if self._unpacked > self._limit:
-            raise BuildRejected("archive_too_big", limit=self._limit)
+            raise Refused("archive_too_big", limit=self._limit)
         self._put(out)
 
-    def _corrupt(self, error: str) -> BuildRejected:
-        return BuildRejected("archive_corrupt", compression=self._compression, error=error)
+    def _corrupt(self, error: str) -> Refused:
+        return Refused("archive_corrupt", compression=self._compression, error=error)
 
 
 def _sniff(data: bytes) -> str | None:
@@ -419,7 +419,7 @@ class _BoundedTarInfo(tarfile.TarInfo):
     def _proc_member(self, tar):
         if self.type in _EXTENSIONS:
             if self.size > MAX_EXTENSION_BYTES:
-                raise BuildRejected(
+                raise Refused(
                     "archive_header_too_big",
                     size=self.size,
                     limit=MAX_EXTENSION_BYTES,
@@ -427,21 +427,21 @@ class _BoundedTarInfo(tarfile.TarInfo):
                 )
             tar.extension_chain += 1
             if tar.extension_chain > MAX_EXTENSION_CHAIN:
-                raise BuildRejected(
+                raise Refused(
                     "archive_header_chain", path=_shown(self.name), limit=MAX_EXTENSION_CHAIN
                 )
         else:
             tar.extension_chain = 0
         if self.type == tarfile.GNUTYPE_SPARSE:
             _structs, _extended, real_size = self._sparse_structs
-            raise BuildRejected("archive_sparse", path=_shown(self.name), size=real_size)
+            raise Refused("archive_sparse", path=_shown(self.name), size=real_size)
         return super()._proc_member(tar)
 
     # PAX sparse files (GNU formats 0.0, 0.1 and 1.0) announce themselves in the PAX header.
     def _refuse_pax_sparse(self, next, pax_headers, *_rest):
         size = pax_headers.get("GNU.sparse.realsize") or pax_headers.get("GNU.sparse.size")
         name = pax_headers.get("GNU.sparse.name") or pax_headers.get("path") or next.name
-        raise BuildRejected("archive_sparse", path=_shown(name), size=size or "?")
+        raise Refused("archive_sparse", path=_shown(name), size=size or "?")
 
     _proc_gnusparse_00 = _refuse_pax_sparse
     _proc_gnusparse_01 = _refuse_pax_sparse
@@ -463,20 +463,20 @@ def _scan_tar(pipe: _Pipe, compression: str, max_members: int, model) -> Archive
                 tar.members.clear()
                 members += 1
                 if members > max_members:
-                    raise BuildRejected("archive_too_many", limit=max_members)
+                    raise Refused("archive_too_many", limit=max_members)
                 entry = _entry(tar, info)
                 model.add(entry.path, entry.type, mode=entry.mode, link=entry.link)
                 manifest.add(entry)
             end = tar.offset
     except (tarfile.TarError, UnicodeError, ValueError) as exc:
         if pipe.done and pipe.delivered == 0:
-            raise BuildRejected("archive_empty") from exc
+            raise Refused("archive_empty") from exc
         if pipe.done and members:
-            raise BuildRejected("archive_truncated", compression=compression) from exc
-        raise BuildRejected("archive_not_tar", error=str(exc) or type(exc).__name__) from exc
+            raise Refused("archive_truncated", compression=compression) from exc
+        raise Refused("archive_not_tar", error=str(exc) or type(exc).__name__) from exc
     _check_end(pipe, end, compression)
     if not members:
-        raise BuildRejected("archive_empty")
+        raise Refused("archive_empty")
     served = model.finish()
     return ArchiveScan(
         members=members,
@@ -490,28 +490,28 @@ def _scan_tar(pipe: _Pipe, compression: str, max_members: int, model) -> Archive
 def _entry(tar: tarfile.TarFile, info: tarfile.TarInfo) -> ManifestEntry:
     name = info.name
     if name.startswith("/"):
-        raise BuildRejected("archive_absolute_path", path=_shown(name))
+        raise Refused("archive_absolute_path", path=_shown(name))
     if ".." in name.split("/"):
-        raise BuildRejected("archive_parent_path", path=_shown(name))
+        raise Refused("archive_parent_path", path=_shown(name))
     extraction.check_name(name)
     type_ = _TYPES.get(info.type)
     if type_ is None:
         kind = _OTHER_TYPES.get(info.type, "unknown")
         shown_type = info.type.decode("latin-1") if info.type.isalnum() else repr(info.type)
-        raise BuildRejected("archive_member_kind", path=_shown(name), kind=kind, type=shown_type)
+        raise Refused("archive_member_kind", path=_shown(name), kind=kind, type=shown_type)
     if info.sparse is not None:
-        raise BuildRejected("archive_sparse", path=_shown(name), size=info.size)
+        raise Refused("archive_sparse", path=_shown(name), size=info.size)
     if type_ != "f" and info.size:
-        raise BuildRejected("archive_header_data", path=_shown(name), size=info.size)
+        raise Refused("archive_header_data", path=_shown(name), size=info.size)
     if type_ != "d" and name.endswith("/"):
-        raise BuildRejected("archive_header_slash", path=_shown(name))
+        raise Refused("archive_header_slash", path=_shown(name))
     link = ""
     sha256 = ""
     if type_ == "h":
         if info.linkname.startswith("/"):
-            raise BuildRejected("archive_absolute_path", path=_shown(info.linkname))
+            raise Refused("archive_absolute_path", path=_shown(info.linkname))
         if ".." in info.linkname.split("/"):
-            raise BuildRejected("archive_parent_path", path=_shown(info.linkname))
+            raise Refused("archive_parent_path", path=_shown(info.linkname))
         extraction.check_name(info.linkname)
         link = _normalise(info.linkname)
     elif type_ == "l":
@@ -563,17 +563,17 @@ def _check_end(pipe: _Pipe, end: int, compression: str):
             block += piece[:take]
             piece = piece[take:]
             if len(block) == BLOCK and block.count(0) != BLOCK:
-                raise BuildRejected("archive_not_tar", error=f"invalid tar header at byte {end}")
+                raise Refused("archive_not_tar", error=f"invalid tar header at byte {end}")
             position = end + len(block)
         if piece.count(0) != len(piece):
             offset = position + len(piece) - len(piece.lstrip(b"\0"))
-            raise BuildRejected(
+            raise Refused(
                 "archive_not_tar",
                 error=f"unexpected data after the end of the tar archive at byte {offset}",
             )
         position += len(piece)
     if len(block) < BLOCK:
-        raise BuildRejected("archive_truncated", compression=compression)
+        raise Refused("archive_truncated", compression=compression)
 
 
 class _ManifestWriter:

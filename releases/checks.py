@@ -1,6 +1,6 @@
 """The small checks on a build's side files: its .md5, its .contents and its contents hash.
 
-Each failure is a `BuildRejected` carrying a code from `releases.reasons`, except a contents
+Each failure is a `Refused` carrying a code from `releases.reasons`, except a contents
 hash command that cannot run at all: that is the host's fault, not the build's.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 from portal import commands
 from releases import jsonscan
-from releases.reasons import BuildRejected, render
+from releases.reasons import Refused, render
 
 BOM = b"\xef\xbb\xbf"
 # GNU md5sum writes "\" before the hash when it had to escape the file name.
@@ -40,14 +40,14 @@ def parse_md5_file(data: bytes, tarball_name: str) -> tuple[str, bool]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
-        raise BuildRejected("md5_bad_encoding") from None
+        raise Refused("md5_bad_encoding") from None
     if "\0" in text:
-        raise BuildRejected("md5_bad_encoding")
+        raise Refused("md5_bad_encoding")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     if not lines:
-        raise BuildRejected("md5_format", problem="the file is empty")
+        raise Refused("md5_format", problem="the file is empty")
     if len(lines) > 1:
-        raise BuildRejected("md5_several_lines", count=len(lines))
+        raise Refused("md5_several_lines", count=len(lines))
     line = lines[0]
 
     if match := _MD5_TAGGED.fullmatch(line):
@@ -59,13 +59,13 @@ def parse_md5_file(data: bytes, tarball_name: str) -> tuple[str, bool]:
         if match["escaped"]:
             name = _unescape(name)
     else:
-        raise BuildRejected("md5_format", problem=_md5_problem(line))
+        raise Refused("md5_format", problem=_md5_problem(line))
 
     declared = name.strip()
     if not declared:
-        raise BuildRejected("md5_format", problem="the file name after the checksum is missing")
+        raise Refused("md5_format", problem="the file name after the checksum is missing")
     if os.path.basename(declared) != tarball_name:
-        raise BuildRejected("md5_wrong_file", declared=declared, file=tarball_name)
+        raise Refused("md5_wrong_file", declared=declared, file=tarball_name)
     return match["hash"].lower(), False
 
 
@@ -106,7 +106,7 @@ def check_contents(path, *, max_bytes: int, chunk_bytes: int = CONTENTS_CHUNK) -
             return digest.hexdigest()
         for _piece in pieces:
             pass
-    raise BuildRejected("contents_not_json", error=error)
+    raise Refused("contents_not_json", error=error)
 
 
 def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[str]:
@@ -121,7 +121,7 @@ def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[st
     while data := fh.read(min(chunk_bytes, max_bytes + 1 - seen)):
         seen += len(data)
         if seen > max_bytes:
-            raise BuildRejected("contents_too_big", limit=max_bytes)
+            raise Refused("contents_too_big", limit=max_bytes)
         if bad_byte is not None:
             continue
         digest.update(data)
@@ -136,21 +136,21 @@ def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[st
         if text:
             yield text
     if not seen:
-        raise BuildRejected("contents_empty")
+        raise Refused("contents_empty")
     if bad_byte is None and undecoded:
         try:
             codecs.utf_8_decode(undecoded, "strict", True)
         except UnicodeDecodeError as exc:
             bad_byte = seen - len(undecoded) + exc.start
     if bad_byte is not None:
-        raise BuildRejected("contents_not_utf8", position=bad_byte)
+        raise Refused("contents_not_utf8", position=bad_byte)
 
 
 def normalise_contents_hash(value: str) -> str:
     stripped = value.strip()
     if not CONTENTS_HASH_RE.match(stripped):
         shown = stripped if len(stripped) <= SHOWN_VALUE else stripped[:SHOWN_VALUE] + "…"
-        raise BuildRejected("hash_invalid", value=shown)
+        raise Refused("hash_invalid", value=shown)
     return stripped
 
 
@@ -181,8 +181,8 @@ def run_contents_hash_command(argv_template: list[str], path, *, timeout: int) -
         raise HashCommandUnavailable(result.problem)
     if not result.ok:
         error = result.stderr[-SHOWN_STDERR:].strip()
-        raise BuildRejected("hash_command_failed", status=result.status, stderr=error)
+        raise Refused("hash_command_failed", status=result.status, stderr=error)
     output = result.stdout.strip()
     if not output:
-        raise BuildRejected("hash_command_empty")
+        raise Refused("hash_command_empty")
     return normalise_contents_hash(output.splitlines()[0])

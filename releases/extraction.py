@@ -33,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 PRISTINE = "versions/pristine"
 PRISTINE_PREFIX = PRISTINE + "/"
@@ -64,10 +64,10 @@ def check_name(path: str, *, components: bool = True):
     A symlink's target is only stored, never looked up while unpacking, so only its whole
     length is bounded (`components=False`)."""
     if "\0" in path:
-        raise BuildRejected("archive_name_invalid", path=path.replace("\0", "\\0"))
+        raise Refused("archive_name_invalid", path=path.replace("\0", "\\0"))
     length = byte_length(path)
     if length > MAX_PATH_BYTES:
-        raise BuildRejected(
+        raise Refused(
             "archive_name_too_long",
             path=shorten(path),
             length=length,
@@ -75,7 +75,7 @@ def check_name(path: str, *, components: bool = True):
         )
     for part in path.split("/") if components else ():
         if byte_length(part) > MAX_COMPONENT_BYTES:
-            raise BuildRejected(
+            raise Refused(
                 "archive_component_too_long",
                 path=shorten(path),
                 limit=MAX_COMPONENT_BYTES,
@@ -145,37 +145,35 @@ class ExtractionModel:
         self._last_parent = ""
 
     def add(self, path: str, kind: str, *, mode: int = 0o644, link: str = ""):
-        """Replay one member (a normalised relative path); raise BuildRejected if tar fails."""
+        """Replay one member (a normalised relative path); raise Refused if tar fails."""
         disk = self._disk
         if kind in DEVICES and not self._allow_devices:
-            raise BuildRejected("archive_device_node", path=path, kind=kind)
+            raise Refused("archive_device_node", path=path, kind=kind)
         if path == ".":
             if kind != DIR:
-                raise BuildRejected("archive_root_not_directory", kind=kind)
+                raise Refused("archive_root_not_directory", kind=kind)
             return
         self._check_parents(path)
         before = disk.get(path)
         if before is not None and before != _IMPLICIT and (before != DIR or kind != DIR):
-            raise BuildRejected("archive_duplicate", path=path, first=before, second=kind)
+            raise Refused("archive_duplicate", path=path, first=before, second=kind)
         if before == _IMPLICIT and kind != DIR:
             # tar made this folder for an earlier member; the file would replace it or fail.
-            raise BuildRejected("archive_duplicate", path=path, first=DIR, second=kind)
+            raise Refused("archive_duplicate", path=path, first=DIR, second=kind)
         if kind == HARDLINK:
             target = disk.get(link)
             if target is None or target in (DIR, _IMPLICIT):
-                raise BuildRejected(
+                raise Refused(
                     "archive_hardlink_target",
                     path=path,
                     target=link,
                     problem=DIR if target else "missing",
                 )
             if target == SYMLINK:
-                raise BuildRejected(
-                    "archive_hardlink_target", path=path, target=link, problem=target
-                )
+                raise Refused("archive_hardlink_target", path=path, target=link, problem=target)
         elif kind == SYMLINK:
             if not link:
-                raise BuildRejected("archive_symlink_empty", path=path)
+                raise Refused("archive_symlink_empty", path=path)
             check_name(link, components=False)
         disk[path] = kind
         self._note(path, kind, mode)
@@ -193,9 +191,7 @@ class ExtractionModel:
             if kind is None:
                 disk[prefix] = _IMPLICIT
             elif kind not in (DIR, _IMPLICIT):
-                raise BuildRejected(
-                    "archive_under_non_directory", path=path, parent=prefix, kind=kind
-                )
+                raise Refused("archive_under_non_directory", path=path, parent=prefix, kind=kind)
         self._last_parent = parent
 
     def _note(self, path: str, kind: str, mode: int):
@@ -225,29 +221,27 @@ class ExtractionModel:
         disk = self._disk
         versions = disk.get("versions")
         if versions is not None and versions not in (DIR, _IMPLICIT):
-            raise BuildRejected("archive_versions_not_directory", path="versions", kind=versions)
+            raise Refused("archive_versions_not_directory", path="versions", kind=versions)
         pristine = disk.get(PRISTINE)
         if pristine is None:
             return Served("", self._summary("", self._root_notes, self._root_outside))
         if pristine not in (DIR, _IMPLICIT):
-            raise BuildRejected("archive_versions_not_directory", path=PRISTINE, kind=pristine)
+            raise Refused("archive_versions_not_directory", path=PRISTINE, kind=pristine)
         ids = self._pristine_ids
         if not ids:
-            raise BuildRejected("archive_empty_pristine")
+            raise Refused("archive_empty_pristine")
         if len(ids) > 1:
             names = sorted(ids)
             shown = names[:SHOWN_PRISTINE_ENTRIES]
             if len(names) > SHOWN_PRISTINE_ENTRIES:
                 shown.append("…")
-            raise BuildRejected(
-                "archive_several_pristine", count=len(names), entries=", ".join(shown)
-            )
+            raise Refused("archive_several_pristine", count=len(names), entries=", ".join(shown))
         (entry,) = ids
         if not _PLAIN_ENTRY.fullmatch(entry):
-            raise BuildRejected("archive_pristine_name", entry=entry)
+            raise Refused("archive_pristine_name", entry=entry)
         served = disk[f"{PRISTINE_PREFIX}{entry}"]
         if served not in (DIR, _IMPLICIT):
-            raise BuildRejected(
+            raise Refused(
                 "archive_served_not_directory",
                 path=f"{PRISTINE_PREFIX}{entry}",
                 kind=served,

@@ -29,6 +29,32 @@ class BuildStatus(models.TextChoices):
     RETIRED = "retired", _("Retired")
 
 
+# Every change of `Build.status` the portal makes, and nothing else (`audit.build_transition`
+# refuses any other). A build enters as uploaded; retired is the end.
+_S = BuildStatus
+BUILD_TRANSITIONS = {
+    # claimed by a validation worker
+    _S.UPLOADED: {_S.VALIDATING},
+    # checked; or handed back after a disk/database error or a lost worker
+    _S.VALIDATING: {_S.VALID, _S.INVALID, _S.UPLOADED},
+    # claimed by a publishing worker
+    _S.VALID: {_S.PUBLISHING},
+    # published; or failed; or handed back after a lost worker
+    _S.PUBLISHING: {_S.PUBLISHED, _S.PUBLISH_FAILED, _S.VALID},
+    # an uploader retries the publication
+    _S.PUBLISH_FAILED: {_S.VALID},
+    # promoted; or recalled (its files removed)
+    _S.PUBLISHED: {_S.OFFERED, _S.RETIRED},
+    # withdrawn (or stopped, rolled back, imported away); a failed first promotion undone;
+    # recalled
+    _S.OFFERED: {_S.WITHDRAWN, _S.PUBLISHED, _S.RETIRED},
+    # promoted again (or rolled back, imported); a failed first promotion undone; recalled
+    _S.WITHDRAWN: {_S.OFFERED, _S.PUBLISHED, _S.RETIRED},
+    _S.INVALID: set(),
+    _S.RETIRED: set(),
+}
+del _S
+
 WORKING_STATUSES = (BuildStatus.UPLOADED, BuildStatus.VALIDATING, BuildStatus.PUBLISHING)
 FINAL_PIPELINE_STATUSES = (
     BuildStatus.INVALID,

@@ -2,7 +2,8 @@
 
 School servers rsync that folder daily and act on whatever they find there: a file shows up
 under its final name only complete and fsynced, `.name` shows up last, and a file that is
-already there is never replaced. Pure file I/O: no ORM, no settings; every path is an argument.
+already there is never replaced. Pure file I/O: no ORM, no settings; every path and limit is
+an argument.
 """
 
 import contextlib
@@ -17,9 +18,9 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from django.conf import settings
-
-from releases.reasons import BuildRejected
+from .files import fsync_dir as _fsync_dir
+from .files import fsync_file as _fsync_file
+from .reasons import Refused
 
 CHUNK_SIZE = 1024 * 1024
 SPACE_MARGIN = 1024 * 1024
@@ -55,6 +56,7 @@ def publish_files(
     contents: Path,
     contents_name: str,
     progress: Progress | None = None,
+    stale_temps_after: float = 300,
 ) -> list[str]:
     """Place the build's files in `dest_dir` and return their basenames, in this order:
 
@@ -66,7 +68,7 @@ def publish_files(
 
     A file already there with identical content is left alone and counted as placed, so
     publishing the same build again succeeds without changing anything. Any failure raises
-    `BuildRejected` (a `publish_*` code) after removing every file this call placed.
+    `Refused` (a `publish_*` code) after removing every file this call placed.
     """
     dest_dir, tarball, contents = Path(dest_dir), Path(tarball), Path(contents)
     md5_name = f"{tarball_name}.md5"
@@ -95,7 +97,7 @@ def publish_files(
 
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(dest_dir, names)
+        _remove_stale_temps(dest_dir, names, stale_temps_after)
 
         # All four names are checked before anything is written, so a conflict leaves the
         # folder exactly as it was; the cheap comparisons go first.
@@ -104,14 +106,14 @@ def publish_files(
             path = dest_dir / basename
             if os.path.lexists(path):
                 if not identical(path):
-                    raise BuildRejected("publish_conflict", file=basename)
+                    raise Refused("publish_conflict", file=basename)
                 found.add(basename)
         tarball_path = dest_dir / tarball_name
         tarball_verified = False
         if os.path.lexists(tarball_path):
             identity = tarball_identity(tarball_path)
             if identity is None:
-                raise BuildRejected("publish_conflict", file=tarball_name)
+                raise Refused("publish_conflict", file=tarball_name)
             found.add(tarball_name)
             tarball_verified = identity == "md5"
 
@@ -121,7 +123,7 @@ def publish_files(
                 needed += tarball_st.st_size
             free = shutil.disk_usage(dest_dir).free
             if needed > free:
-                raise BuildRejected("publish_no_space", needed=needed, free=free)
+                raise Refused("publish_no_space", needed=needed, free=free)
 
         if tarball_name not in found:
             tmp = placement.temp_path(tarball_name)
@@ -203,7 +205,7 @@ class _Placement:
             os.link(tmp, final)
         except FileExistsError:
             if not identical(final):
-                raise BuildRejected("publish_conflict", file=basename) from None
+                raise Refused("publish_conflict", file=basename) from None
         else:
             self.placed.append(final)
         finally:
@@ -226,16 +228,17 @@ class _Placement:
             _fsync_dir(self.dest_dir)
 
 
-def _remove_stale_temps(dest_dir: Path, names: list[str]) -> None:
+def _remove_stale_temps(dest_dir: Path, names: list[str], stale_after: float) -> None:
     """Remove temporary files an earlier attempt at this build left behind (its worker was
     killed mid-copy): exactly our own temporary names for this build's files, and only
-    those nobody has written to for SWEEPER_STALE_AFTER seconds. A publisher that is merely
-    slow (the sweeper may have re-queued its build) is still writing its file, so it is
-    left alone; a full-size stale copy would otherwise stay there for good."""
+    those nobody has written to for `stale_after` seconds (the sweeper's
+    SWEEPER_STALE_AFTER). A publisher that is merely slow (the sweeper may have re-queued
+    its build) is still writing its file, so it is left alone; a full-size stale copy would
+    otherwise stay there for good."""
     pattern = re.compile(
         r"\.(?:" + "|".join(re.escape(basename) for basename in names) + r")\.tmp-[0-9a-f]{16}"
     )
-    stale_before = time.time() - settings.SWEEPER_STALE_AFTER
+    stale_before = time.time() - stale_after
     for entry in os.scandir(dest_dir):
         if pattern.fullmatch(entry.name):
             with contextlib.suppress(FileNotFoundError):
@@ -264,7 +267,7 @@ def _copy(source: Path, tmp: Path, basename: str) -> None:
     try:
         f = open(source, "rb")  # noqa: SIM115 - opened apart to tell a missing source apart
     except FileNotFoundError:
-        raise BuildRejected("publish_source_missing", file=basename) from None
+        raise Refused("publish_source_missing", file=basename) from None
     with f:
         _write_new(tmp, iter(lambda: f.read(CHUNK_SIZE), b""))
 
@@ -274,7 +277,7 @@ def _link_or_copy(source: Path, tmp: Path, basename: str) -> None:
         os.link(source, tmp)
     except FileNotFoundError:
         if not source.exists():
-            raise BuildRejected("publish_source_missing", file=basename) from None
+            raise Refused("publish_source_missing", file=basename) from None
         raise
     except OSError as exc:
         if _errno(exc) not in _NO_HARD_LINK:
@@ -287,7 +290,7 @@ def _link_or_copy(source: Path, tmp: Path, basename: str) -> None:
 def _verify_md5(path: Path, expected: str, progress: Progress | None) -> None:
     actual = file_md5(path, progress)
     if actual != expected:
-        raise BuildRejected("publish_md5_mismatch", actual=actual, expected=expected)
+        raise Refused("publish_md5_mismatch", actual=actual, expected=expected)
 
 
 def _tarball_identity(
@@ -334,29 +337,13 @@ def _source_stat(path: Path, basename: str) -> os.stat_result:
     try:
         return os.stat(path)
     except FileNotFoundError:
-        raise BuildRejected("publish_source_missing", file=basename) from None
+        raise Refused("publish_source_missing", file=basename) from None
 
 
 def _check_basename(basename: str) -> None:
     # These names are joined onto the shared folder: a separator would write outside it.
     if not basename or basename in (".", "..") or "/" in basename or "\0" in basename:
         raise ValueError(f"not a file name: {basename!r}")
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _errno(exc: OSError) -> int | None:
@@ -368,15 +355,15 @@ def _errno(exc: OSError) -> int | None:
     return None
 
 
-def _rejection(exc: OSError, dest_dir: Path, needed: int) -> BuildRejected:
+def _rejection(exc: OSError, dest_dir: Path, needed: int) -> Refused:
     code = _errno(exc)
     if code in _OUT_OF_SPACE:
         try:
             free = shutil.disk_usage(dest_dir).free
         except OSError:
             free = 0
-        return BuildRejected("publish_no_space", needed=needed, free=free)
+        return Refused("publish_no_space", needed=needed, free=free)
     error = exc.strerror or (os.strerror(code) if code is not None else str(exc))
     if exc.filename:
         error = f"{error}: {exc.filename}"
-    return BuildRejected("publish_io_error", error=error)
+    return Refused("publish_io_error", error=error)

@@ -7,6 +7,9 @@ show it in the reader's language. Pure module: no ORM, no I/O.
 from django.utils.translation import gettext_lazy as _
 
 MESSAGES = {
+    # Actions the build's state does not allow.
+    "hash_not_editable": _("The hash of an offered or retired build cannot change."),
+    "retry_not_failed": _("Only a build whose publication failed can be retried."),
     # Rejections at upload time or while validating.
     "name_invalid": _(
         "The name “%(name)s” is not allowed: use 1 to 64 letters, digits, dots, dashes or "
@@ -282,8 +285,10 @@ def render(code: str, params: dict | None = None) -> str:
         return str(message)
 
 
-class BuildRejected(Exception):
-    """A problem with the build itself: it becomes a state or a form error, never a 500."""
+class Refused(Exception):
+    """Every expected "no": a problem with the input (it becomes a build's state or a form
+    error) or an action the rules or the build's state do not allow. Never a 500: the
+    caller shows `message`, in the reader's language."""
 
     def __init__(self, code: str, **params):
         assert code in MESSAGES, code

@@ -13,7 +13,7 @@ from django.utils.translation import gettext as _
 
 from . import checks, services
 from .forms import UploadForm
-from .reasons import BuildRejected, render
+from .reasons import Refused, render
 from .uploads import HashingUploadHandler, discard_staged, error_field, field_limits
 
 # What Django raises while taking a request body apart (or the handler, to stop one), and
@@ -83,7 +83,7 @@ def receive_build(request, *, via: str):
             via=via,
         )
         return build, None
-    except BuildRejected as rejection:
+    except Refused as rejection:
         return None, {error_field(rejection.code, rejection.params): [rejection.message]}
     except RequestDataTooBig:
         return None, {"__all__": [_("The request is too large.")]}

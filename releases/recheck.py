@@ -15,17 +15,18 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import promotion, publishing
+from . import offers, publishing
+from .audit import AuditAction, audit, build_transition
 from .models import Build, BuildStatus
-from .reasons import BuildRejected
-from .services import _transition, audit, scan_stored_archive
+from .reasons import Refused
+from .services import scan_stored_archive
 
 # Builds whose files are in the puppet content folder, so school servers unpack them.
 RECHECKED_STATUSES = (BuildStatus.PUBLISHED, BuildStatus.OFFERED, BuildStatus.WITHDRAWN)
 RECALLABLE_STATUSES = RECHECKED_STATUSES
 
 
-def build_recheck(*, build: Build) -> BuildRejected | None:
+def build_recheck(*, build: Build) -> Refused | None:
     """Scan a build's stored archive with today's checks; return the problem, or None.
 
     1. Read the stored archive exactly as validation does (nothing on disk changes).
@@ -37,8 +38,8 @@ def build_recheck(*, build: Build) -> BuildRejected | None:
     try:
         scan = scan_stored_archive(build)
     except FileNotFoundError:
-        problem = BuildRejected("publish_source_missing", file=build.tarball_name)
-    except BuildRejected as rejection:
+        problem = Refused("publish_source_missing", file=build.tarball_name)
+    except Refused as rejection:
         problem = rejection
     else:
         problem = None
@@ -53,7 +54,7 @@ def build_recheck(*, build: Build) -> BuildRejected | None:
             audit(
                 build=row,
                 actor=None,
-                action="recheck",
+                action=AuditAction.RECHECK,
                 code="recheck_failed" if problem else "recheck_passed",
                 params={"reason_code": code, "reason_params": params} if problem else {},
             )
@@ -67,21 +68,23 @@ def build_recall(*, build: Build, acting_user, reason: str) -> None:
     2. If offered, withdraw it (updates.cfg is redeployed as for any withdrawal).
     3. Audit the recall and queue the removal of its files on the mothership queue.
     """
-    promotion._require_approver(acting_user)
+    offers._require_approver(acting_user)
     reason = (reason or "").strip()
     if not reason:
-        raise BuildRejected("recall_reason_required")
+        raise Refused("recall_reason_required")
     with transaction.atomic():
         row = Build.objects.select_for_update().get(pk=build.pk)
         if not row.recheck_code:
-            raise BuildRejected("recall_not_flagged")
+            raise Refused("recall_not_flagged")
         if row.status not in RECALLABLE_STATUSES:
-            raise BuildRejected("recall_not_published", status=row.get_status_display())
+            raise Refused("recall_not_published", status=row.get_status_display())
         if row.status == BuildStatus.OFFERED:
-            promotion.build_withdraw(build=row, acting_user=acting_user)
+            offers.build_withdraw(build=row, acting_user=acting_user)
         Build.objects.filter(pk=row.pk).update(recalled_at=timezone.now())
         params = {"reason": reason}
-        audit(build=row, actor=acting_user, action="recall", code="recalled", params=params)
+        audit(
+            build=row, actor=acting_user, action=AuditAction.RECALL, code="recalled", params=params
+        )
         from .tasks import remove_build_files
 
         transaction.on_commit(lambda: remove_build_files.delay(row.pk), robust=True)
@@ -102,10 +105,24 @@ def build_remove_files(*, build_id) -> bool:
         tarball_name=build.tarball_name,
         contents_name=build.contents_name,
     )
-    return _transition(
+    retired = build_transition(
         build_id,
         from_statuses=list(RECALLABLE_STATUSES),
         to=BuildStatus.RETIRED,
         code="retired_recalled",
         params={"files": ", ".join(removed) or "-"},
     )
+    return retired is not None
+
+
+def sweep_recalls(*, stale) -> int:
+    """Send again the removal of recalled builds whose files are still published (the
+    message was lost) if recalled before `stale`. Returns how many."""
+    from .tasks import remove_build_files
+
+    recalled = Build.objects.filter(
+        recalled_at__lt=stale, status__in=RECALLABLE_STATUSES
+    ).values_list("pk", flat=True)
+    for build_id in recalled:
+        transaction.on_commit(lambda b=build_id: remove_build_files.delay(b), robust=True)
+    return len(recalled)

@@ -12,27 +12,25 @@ import secrets
 import shutil
 import time
 from datetime import timedelta
-from pathlib import Path
 
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import archive, checks, publishing, uploads
+from . import archive, checks, publishing
+from .audit import AuditAction, audit, build_transition
+from .files import fsync_dir
 from .models import (
     HASH_EDITABLE_STATUSES,
     NAME_PATTERN,
-    AuditEvent,
     Build,
     BuildManifest,
     BuildStatus,
-    Deployment,
-    DeploymentStatus,
     HashSource,
     Phase,
 )
-from .reasons import BuildRejected
+from .reasons import Refused
 from .uploads import StagedFile
 
 log = logging.getLogger(__name__)
@@ -42,51 +40,7 @@ PROGRESS_INTERVAL = 1.0
 PUBLISHED_FILE_MODE = 0o644
 
 
-class TransitionRefused(Exception):
-    """The build was not in a state that allows this; someone else got there first."""
-
-
 # --- Helpers ---------------------------------------------------------------------------------
-
-
-def audit(*, build, actor, action, code="", params=None, from_status="", to_status=""):
-    return AuditEvent.objects.create(
-        build=build,
-        actor=actor,
-        action=action,
-        code=code,
-        params=params or {},
-        from_status=from_status,
-        to_status=to_status,
-    )
-
-
-def _transition(build_id, *, from_statuses, to, actor=None, code="", params=None, **fields):
-    """Move a build from one of `from_statuses` to `to`, atomically and audited.
-
-    Returns True when this call made the change, False when the build was elsewhere.
-    """
-    params = params or {}
-    with transaction.atomic():
-        build = Build.objects.select_for_update().filter(pk=build_id).first()
-        if build is None or build.status not in from_statuses:
-            return False
-        old = build.status
-        changed = Build.objects.filter(pk=build_id, status=old).update(
-            status=to, status_code=code, status_params=params, **fields
-        )
-        if changed != 1:
-            return False
-        audit(
-            build=build,
-            actor=actor,
-            action="status",
-            code=code,
-            params=params,
-            from_status=old,
-            to_status=to,
-        )
-    return True
 
 
 def _claim(build_id, from_status, to_status, phase):
@@ -94,20 +48,14 @@ def _claim(build_id, from_status, to_status, phase):
     twice, or to two workers, starts the work once. Returns the build, or None."""
     # With its audit event, or not at all: a database lost in between must not leave a
     # claim nobody can see in the build's history.
-    with transaction.atomic():
-        claimed = Build.objects.filter(pk=build_id, status=from_status).update(
-            status=to_status,
-            attempts=F("attempts") + 1,
-            progress_phase=phase,
-            progress_at=timezone.now(),
-        )
-        if not claimed:
-            return None
-        build = Build.objects.get(pk=build_id)
-        audit(
-            build=build, actor=None, action="status", from_status=from_status, to_status=to_status
-        )
-    return build
+    return build_transition(
+        build_id,
+        from_statuses=[from_status],
+        to=to_status,
+        attempts=F("attempts") + 1,
+        progress_phase=phase,
+        progress_at=timezone.now(),
+    )
 
 
 def _enqueue_validation(build_id):
@@ -153,11 +101,11 @@ class Progress:
 
 
 def build_name_check(name: str) -> str:
-    """The name, if it is well-formed and has never been used; raises BuildRejected."""
+    """The name, if it is well-formed and has never been used; raises Refused."""
     if not re.fullmatch(NAME_PATTERN, name or ""):
-        raise BuildRejected("name_invalid", name=name)
+        raise Refused("name_invalid", name=name)
     if Build.objects.name_taken(name):
-        raise BuildRejected("name_taken", name=name)
+        raise Refused("name_taken", name=name)
     return name
 
 
@@ -174,26 +122,26 @@ def build_create(
     """Take the three staged files into the build store and queue validation.
 
     1. Cheap checks that need no reading of the archive: file names, name, sizes, the .md5
-       file against the md5 computed while receiving. A failure raises BuildRejected and
+       file against the md5 computed while receiving. A failure raises Refused and
        changes nothing (the caller discards the staged files).
     2. Move (rename) the files into a fresh folder of the build store.
     3. Create the row and its audit event; validation is enqueued after commit.
     """
     match = TARBALL_RE.match(tarball.original_name)
     if not match:
-        raise BuildRejected("tarball_name", file=tarball.original_name)
+        raise Refused("tarball_name", file=tarball.original_name)
     name = (name or "").strip() or match["prefix"]
     build_name_check(name)
     for field, staged in (("tarball", tarball), ("md5", md5_file), ("contents", contents)):
         if staged.size == 0:
-            raise BuildRejected("file_empty", field=field, file=staged.original_name)
+            raise Refused("file_empty", field=field, file=staged.original_name)
     if contents_hash.strip():
         contents_hash = checks.normalise_contents_hash(contents_hash)
     tarball_name = f"{name}-tree.tar.{match['ext']}"
     # The .md5 file was written for the name the builder gave the archive.
     declared, bare = checks.parse_md5_file(md5_file.path.read_bytes(), tarball.original_name)
     if declared != tarball.md5:
-        raise BuildRejected("md5_mismatch", declared=declared, actual=tarball.md5)
+        raise Refused("md5_mismatch", declared=declared, actual=tarball.md5)
 
     store_dir = f"{name}-{secrets.token_hex(4)}"
     folder = settings.BUILD_STORE_DIR / store_dir
@@ -208,7 +156,7 @@ def build_create(
             # the rsync daemon that school servers pull from.
             os.chmod(staged.path, PUBLISHED_FILE_MODE)
             os.rename(staged.path, folder / target)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         with transaction.atomic():
             build = Build.objects.create(
                 name=name,
@@ -229,29 +177,21 @@ def build_create(
             audit(
                 build=build,
                 actor=acting_user,
-                action="upload",
+                action=AuditAction.UPLOAD,
                 code="uploaded",
                 params={"file": tarball.original_name, "size": tarball.size, "via": via},
                 to_status=BuildStatus.UPLOADED,
             )
             if bare:
-                audit(build=build, actor=acting_user, action="note", code="md5_bare")
+                audit(build=build, actor=acting_user, action=AuditAction.NOTE, code="md5_bare")
             _enqueue_validation(build.pk)
     except IntegrityError:
         shutil.rmtree(folder, ignore_errors=True)
-        raise BuildRejected("name_taken", name=name) from None
+        raise Refused("name_taken", name=name) from None
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     return build
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --- Validation ------------------------------------------------------------------------------
@@ -273,7 +213,7 @@ def build_validate(*, build_id) -> bool:
     except (OSError, DatabaseError) as error:
         # Not the build's fault (a disk or database hiccup): hand it back for the retry.
         # With the database gone this fails too, and the sweeper hands it back later.
-        _transition(
+        build_transition(
             build_id,
             from_statuses=[BuildStatus.VALIDATING],
             to=BuildStatus.UPLOADED,
@@ -282,8 +222,8 @@ def build_validate(*, build_id) -> bool:
             progress_phase=Phase.QUEUED,
         )
         raise
-    except BuildRejected as rejection:
-        _transition(
+    except Refused as rejection:
+        build_transition(
             build_id,
             from_statuses=[BuildStatus.VALIDATING],
             to=BuildStatus.INVALID,
@@ -298,7 +238,7 @@ def build_validate(*, build_id) -> bool:
         BuildManifest.objects.update_or_create(
             build=build, defaults={"data": scan.manifest, "entries": scan.members}
         )
-        done = _transition(
+        done = build_transition(
             build_id,
             from_statuses=[BuildStatus.VALIDATING],
             to=BuildStatus.VALID,
@@ -322,13 +262,13 @@ def build_validate(*, build_id) -> bool:
 
 def _run_checks(build):
     if not build.stored_tarball.is_file():
-        raise BuildRejected("publish_source_missing", file=build.tarball_name)
+        raise Refused("publish_source_missing", file=build.tarball_name)
     progress = Progress(build.pk, Phase.CHECKSUM, build.size)
     declared, _bare = checks.parse_md5_file(
         build.stored_md5_file.read_bytes(), build.original_filename
     )
     if declared != build.md5:
-        raise BuildRejected("md5_mismatch", declared=declared, actual=build.md5)
+        raise Refused("md5_mismatch", declared=declared, actual=build.md5)
 
     progress = Progress(build.pk, Phase.ARCHIVE, build.size)
     scan = scan_stored_archive(build, progress=progress)
@@ -366,13 +306,19 @@ def _contents_hash_fields(build) -> dict:
         )
     except checks.HashCommandUnavailable as problem:
         # Not the build's fault: keep what staff entered and say why nothing was computed.
-        audit(build=build, actor=None, action="note", code=problem.code, params=problem.params)
+        audit(
+            build=build,
+            actor=None,
+            action=AuditAction.NOTE,
+            code=problem.code,
+            params=problem.params,
+        )
         fields = {"contents_hash_note": problem.code}
         if entered:
             fields |= {"contents_hash": entered, "contents_hash_source": HashSource.ENTERED}
         return fields
     if entered and entered != computed:
-        raise BuildRejected("hash_mismatch", entered=entered, computed=computed)
+        raise Refused("hash_mismatch", entered=entered, computed=computed)
     return {
         "contents_hash": computed,
         "contents_hash_source": HashSource.BOTH if entered else HashSource.COMMAND,
@@ -405,9 +351,10 @@ def build_publish(*, build_id) -> bool:
             contents=build.stored_contents,
             contents_name=build.contents_name,
             progress=progress,
+            stale_temps_after=settings.SWEEPER_STALE_AFTER,
         )
-    except BuildRejected as failure:
-        _transition(
+    except Refused as failure:
+        build_transition(
             build_id,
             from_statuses=[BuildStatus.PUBLISHING],
             to=BuildStatus.PUBLISH_FAILED,
@@ -416,7 +363,7 @@ def build_publish(*, build_id) -> bool:
             progress_phase=Phase.DONE,
         )
         return True
-    _transition(
+    build_transition(
         build_id,
         from_statuses=[BuildStatus.PUBLISHING],
         to=BuildStatus.PUBLISHED,
@@ -430,8 +377,9 @@ def build_publish(*, build_id) -> bool:
     return True
 
 
-def build_retry_publication(*, build: Build, acting_user) -> bool:
-    done = _transition(
+def build_retry_publication(*, build: Build, acting_user) -> Build:
+    """Queue a failed publication again; refused unless the publication failed."""
+    done = build_transition(
         build.pk,
         from_statuses=[BuildStatus.PUBLISH_FAILED],
         to=BuildStatus.VALID,
@@ -442,8 +390,9 @@ def build_retry_publication(*, build: Build, acting_user) -> bool:
         progress_at=timezone.now(),
         attempts=0,
     )
-    if done:
-        _enqueue_publication(build.pk)
+    if done is None:
+        raise Refused("retry_not_failed")
+    _enqueue_publication(build.pk)
     return done
 
 
@@ -455,7 +404,7 @@ def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
     value = checks.normalise_contents_hash(value)
     computed = build.contents_hash_source in (HashSource.COMMAND, HashSource.BOTH)
     if computed and value != build.contents_hash:
-        raise BuildRejected("hash_mismatch", entered=value, computed=build.contents_hash)
+        raise Refused("hash_mismatch", entered=value, computed=build.contents_hash)
     with transaction.atomic():
         changed = Build.objects.filter(pk=build.pk, status__in=HASH_EDITABLE_STATUSES).update(
             contents_hash=value,
@@ -463,11 +412,11 @@ def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
             entered_contents_hash=value,
         )
         if not changed:
-            raise TransitionRefused(build.status)
+            raise Refused("hash_not_editable")
         audit(
             build=build,
             actor=acting_user,
-            action="contents_hash",
+            action=AuditAction.CONTENTS_HASH,
             code="hash_set",
             params={"value": value},
         )
@@ -478,59 +427,34 @@ def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
 # --- Sweeper ---------------------------------------------------------------------------------
 
 
-def sweep_stuck_builds(*, now=None) -> dict:
-    """Re-enqueue work a broker outage or a killed worker left behind; give up after
-    SWEEPER_MAX_ATTEMPTS tries so a build that kills its worker cannot loop forever."""
-    now = now or timezone.now()
+def sweep_stuck_builds(*, now) -> dict:
+    """Re-enqueue validation or publication that a broker outage or a killed worker left
+    behind; give up after SWEEPER_MAX_ATTEMPTS tries so a build that kills its worker
+    cannot loop forever. (`tasks.sweep` runs this with the other sweeps.)"""
     stale = now - timedelta(seconds=settings.SWEEPER_STALE_AFTER)
     limit = settings.SWEEPER_MAX_ATTEMPTS
     seconds = settings.SWEEPER_STALE_AFTER
-    counts = {"validate": 0, "publish": 0, "abandoned": 0, "deploy": 0}
+    counts = {"validate": 0, "publish": 0, "abandoned": 0}
 
-    for build_id in Build.objects.filter(
-        status=BuildStatus.UPLOADED, progress_at__lt=stale
-    ).values_list("pk", flat=True):
-        Build.objects.filter(pk=build_id).update(progress_at=now)
-        _enqueue_validation(build_id)
-        counts["validate"] += 1
+    # Waiting, and nobody took the message.
+    for status, enqueue, key in (
+        (BuildStatus.UPLOADED, _enqueue_validation, "validate"),
+        (BuildStatus.VALID, _enqueue_publication, "publish"),
+    ):
+        waiting = Build.objects.filter(status=status, progress_at__lt=stale)
+        for build_id in waiting.values_list("pk", flat=True):
+            Build.objects.filter(pk=build_id).update(progress_at=now)
+            enqueue(build_id)
+            counts[key] += 1
 
-    for build_id in Build.objects.filter(
-        status=BuildStatus.VALID, progress_at__lt=stale
-    ).values_list("pk", flat=True):
-        Build.objects.filter(pk=build_id).update(progress_at=now)
-        _enqueue_publication(build_id)
-        counts["publish"] += 1
-
-    # Deployments: a request nobody picked up, or one a killed worker left running (the
-    # file lock died with it).
-    waiting = Deployment.objects.filter(
-        status__in=[DeploymentStatus.PENDING, DeploymentStatus.RUNNING], requested_at__lt=stale
-    )
-    if waiting.exists():
-        waiting.filter(status=DeploymentStatus.RUNNING).update(status=DeploymentStatus.PENDING)
-        from .tasks import apply_deployments
-
-        transaction.on_commit(apply_deployments.delay, robust=True)
-        counts["deploy"] = 1
-
-    # Recalled builds whose files are still published: the removal message was lost.
-    recalled = Build.objects.filter(
-        recalled_at__lt=stale,
-        status__in=[BuildStatus.PUBLISHED, BuildStatus.OFFERED, BuildStatus.WITHDRAWN],
-    ).values_list("pk", flat=True)
-    for build_id in recalled:
-        from .tasks import remove_build_files
-
-        transaction.on_commit(lambda b=build_id: remove_build_files.delay(b), robust=True)
-        counts["recall"] = counts.get("recall", 0) + 1
-
+    # Claimed by a worker that stopped reporting progress.
     stuck = Build.objects.filter(
         status__in=[BuildStatus.VALIDATING, BuildStatus.PUBLISHING], progress_at__lt=stale
     ).values_list("pk", "status", "attempts")
     for build_id, status, attempts in stuck:
         validating = status == BuildStatus.VALIDATING
         if attempts >= limit:
-            _transition(
+            build_transition(
                 build_id,
                 from_statuses=[status],
                 to=BuildStatus.INVALID if validating else BuildStatus.PUBLISH_FAILED,
@@ -541,7 +465,7 @@ def sweep_stuck_builds(*, now=None) -> dict:
             counts["abandoned"] += 1
             continue
         back = BuildStatus.UPLOADED if validating else BuildStatus.VALID
-        if _transition(
+        if build_transition(
             build_id,
             from_statuses=[status],
             to=back,
@@ -555,7 +479,4 @@ def sweep_stuck_builds(*, now=None) -> dict:
             else:
                 _enqueue_publication(build_id)
             counts["validate" if validating else "publish"] += 1
-    counts["abandoned_uploads"] = uploads.remove_abandoned(
-        Path(settings.UPLOAD_TEMP_DIR), now=now.timestamp()
-    )
     return counts

@@ -2,10 +2,15 @@
 service's conditional claim decide whether there is anything to do, so a redelivered
 message is harmless."""
 
-from celery import shared_task
-from django.db import DatabaseError, InterfaceError
+from datetime import timedelta
+from pathlib import Path
 
-from . import promotion, recheck, services
+from celery import shared_task
+from django.conf import settings
+from django.db import DatabaseError, InterfaceError
+from django.utils import timezone
+
+from . import deploy, recheck, services, uploads
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -27,11 +32,21 @@ def remove_build_files(build_id: int) -> bool:
 
 
 @shared_task
-def sweep_stuck_builds() -> dict:
-    return services.sweep_stuck_builds()
+def sweep(now=None) -> dict:
+    """Every minute (beat): work a lost message or a killed worker left behind."""
+    now = now or timezone.now()
+    stale = now - timedelta(seconds=settings.SWEEPER_STALE_AFTER)
+    return {
+        **services.sweep_stuck_builds(now=now),
+        "deploy": deploy.sweep_deployments(stale=stale),
+        "recall": recheck.sweep_recalls(stale=stale),
+        "abandoned_uploads": uploads.remove_abandoned(
+            Path(settings.UPLOAD_TEMP_DIR), now=now.timestamp()
+        ),
+    }
 
 
 @shared_task(**RETRY)
 def apply_deployments() -> int | None:
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     return deployment.pk if deployment else None

@@ -12,10 +12,10 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import promotion, recheck, services, updates_cfg
+from . import deploy, offers, recheck, services, updates_cfg
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, Deployment, DeploymentStatus, OfferedEntry
-from .reasons import BuildRejected
+from .reasons import Refused
 from .reasons import render as render_reason
 from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
 
@@ -100,10 +100,8 @@ def build_contents_hash(request, name):
                 build=build, acting_user=request.user, value=form.cleaned_data["contents_hash"]
             )
             messages.success(request, _("Contents hash saved."))
-        except BuildRejected as rejection:
+        except Refused as rejection:
             messages.error(request, rejection.message)
-        except services.TransitionRefused:
-            messages.error(request, _("The hash of an offered or retired build cannot change."))
     else:
         for error in form.errors.get("contents_hash", [_("Enter a contents hash.")]):
             messages.error(request, error)
@@ -115,10 +113,12 @@ def build_retry(request, name):
     build = get_object_or_404(Build, name=name)
     if not _can_edit(request.user):
         raise PermissionDenied
-    if services.build_retry_publication(build=build, acting_user=request.user):
-        messages.success(request, _("Publication queued again."))
+    try:
+        services.build_retry_publication(build=build, acting_user=request.user)
+    except Refused as refusal:
+        messages.error(request, refusal.message)
     else:
-        messages.error(request, _("Only a build whose publication failed can be retried."))
+        messages.success(request, _("Publication queued again."))
     return redirect("releases:build_detail", name=build.name)
 
 
@@ -140,13 +140,13 @@ def build_promote(request, name):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            deployment = promotion.build_promote(
+            deployment = offers.build_promote(
                 build=build,
                 acting_user=request.user,
                 priority=form.cleaned_data["priority"],
                 reason=form.cleaned_data["reason"],
             )
-        except promotion.PromotionRefused as refusal:
+        except Refused as refusal:
             form.add_error(None, refusal.message)
         else:
             messages.success(
@@ -157,7 +157,7 @@ def build_promote(request, name):
     priority = form.data.get("priority") or priorities[0]
     if priority not in priorities:
         priority = priorities[0]
-    preview = promotion.promotion_preview(build=build, priority=priority)
+    preview = offers.promotion_preview(build=build, priority=priority)
     return render(
         request,
         "releases/build_promote.html",
@@ -178,8 +178,8 @@ def build_withdraw(request, name):
     require_role(request, roles.APPROVERS)
     build = get_object_or_404(Build, name=name)
     try:
-        deployment = promotion.build_withdraw(build=build, acting_user=request.user)
-    except promotion.PromotionRefused as refusal:
+        deployment = offers.build_withdraw(build=build, acting_user=request.user)
+    except Refused as refusal:
         messages.error(request, refusal.message)
         return redirect("releases:build_detail", name=build.name)
     messages.success(
@@ -197,7 +197,7 @@ def build_recall(request, name):
         recheck.build_recall(
             build=build, acting_user=request.user, reason=request.POST.get("reason", "")
         )
-    except BuildRejected as refusal:
+    except Refused as refusal:
         messages.error(request, refusal.message)
     else:
         messages.success(
@@ -250,8 +250,8 @@ def deployment_rollback(request, pk):
     require_role(request, roles.APPROVERS)
     target = get_object_or_404(Deployment, pk=pk)
     try:
-        deployment = promotion.deployment_rollback(deployment=target, acting_user=request.user)
-    except promotion.PromotionRefused as refusal:
+        deployment = offers.deployment_rollback(deployment=target, acting_user=request.user)
+    except Refused as refusal:
         messages.error(request, refusal.message)
         return redirect("releases:deployment_detail", pk=target.pk)
     messages.success(request, _("Restoring the updates.cfg of deployment #%(pk)s.") % {"pk": pk})
@@ -265,7 +265,7 @@ def offers_stop_all(request):
     if not form.is_valid():
         messages.error(request, _("Write why everything must stop being offered."))
         return redirect("releases:deployment_list")
-    deployment = promotion.offers_stop_all(
+    deployment = offers.offers_stop_all(
         acting_user=request.user, reason=form.cleaned_data["reason"]
     )
     messages.warning(request, _("Nothing is offered any more; updates.cfg is being deployed."))
@@ -278,16 +278,16 @@ def drift_resolve(request):
     require_role(request, roles.APPROVERS)
     choice = request.POST.get("choice")
     if choice == "overwrite":
-        deployment = promotion.overwrite_drift(acting_user=request.user)
+        deployment = offers.overwrite_drift(acting_user=request.user)
         messages.warning(request, _("The hand edits will be overwritten."))
         return redirect("releases:deployment_detail", pk=deployment.pk)
     if choice == "import":
-        text = promotion.read_deployed_file()
+        text = deploy.read_deployed_file()
         if text is None:
             messages.error(request, _("There is no updates.cfg on disk to import."))
             return redirect("releases:deployment_list")
         try:
-            deployment = promotion.updates_cfg_import(text=text, acting_user=request.user)
+            deployment = offers.updates_cfg_import(text=text, acting_user=request.user)
         except updates_cfg.ConfigProblem as exc:
             messages.error(request, render_reason("config_invalid", {"error": str(exc)}))
             return redirect("releases:deployment_list")

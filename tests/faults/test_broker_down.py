@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.celery import app as celery_app
-from releases import services
+from releases import tasks
 from releases.models import Build, BuildStatus
 from schools import services as school_services
 from schools.models import CheckIn, SchoolServer
@@ -132,7 +132,7 @@ def test_an_upload_and_a_check_in_during_a_broker_outage_are_kept_and_completed_
         timeout=10,
         what="the upload counting as stuck",
     )
-    assert services.sweep_stuck_builds()["validate"] == 1
+    assert tasks.sweep()["validate"] == 1
     build = wait_for(
         lambda: (b := Build.objects.get(pk=build.pk)).status == BuildStatus.PUBLISHED and b,
         timeout=90,

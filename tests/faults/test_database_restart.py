@@ -374,7 +374,7 @@ def test_a_build_validating_while_the_database_restarts_is_published_after_it(
 
         sweep = _run(
             [sys.executable, "manage.py", "shell", "-c",
-             "from releases import services; print(services.sweep_stuck_builds()['validate'])"],
+             "from releases import tasks; print(tasks.sweep()['validate'])"],
             cwd=ROOT, env=env,
         )  # fmt: skip
         assert sweep.stdout.strip().splitlines()[-1] == "1", sweep.stderr

@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from releases import services
+from releases import services, tasks
 from releases.models import Build, BuildStatus, Phase
 
 from ..factories import compress, make_user, stage, tar_bytes, write_build
@@ -76,7 +76,7 @@ def recover(build, start_worker, env, settings):
         timeout=10,
         what="the claim going stale",
     )
-    counts = services.sweep_stuck_builds()
+    counts = tasks.sweep()
     assert counts["abandoned"] == 0
     return wait_for(
         lambda: (b := current(build)).status in FINAL and b,

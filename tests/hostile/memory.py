@@ -15,7 +15,7 @@ CHILD = r"""
 import importlib, json, sys
 import django
 django.setup()
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 def peak():
     with open("/proc/self/status") as fh:
@@ -32,7 +32,7 @@ for target, args, kwargs in json.load(sys.stdin):
     try:
         function(*args, **kwargs)
         outcome = "ok"
-    except BuildRejected as rejection:
+    except Refused as rejection:
         outcome = rejection.code
     results.append([outcome, peak()])
 json.dump(results, sys.stdout)

@@ -19,9 +19,9 @@ from django.contrib.contenttypes.models import ContentType
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
-from portal.models import ApiToken, LoginAttempt
+from portal.models import ApiToken, LoginAttempt, LoginLockout
 from portal.services import api_token_create
-from releases import promotion
+from releases import offers
 from releases.models import AuditEvent, Build, Deployment, OfferedEntry
 from schools.models import SchoolServer
 from schools.services import server_token_rotate
@@ -72,6 +72,7 @@ ADMIN_MODELS = {
     "auth/user": set(),
     "portal/apitoken": {"change"},
     "portal/loginattempt": {"add", "change"},
+    "portal/loginlockout": {"add", "change", "delete"},
     "releases/build": {"add", "change"},
     "releases/auditevent": {"add", "change", "delete"},
     "schools/schoolserver": set(),
@@ -167,7 +168,7 @@ def world(cast, published):
 
     class World:
         build = published("py700-1")
-        deployment = promotion.build_promote(
+        deployment = offers.build_promote(
             build=build, acting_user=cast.carol, priority="normal", reason="tested in a school"
         )
         server = SchoolServer.objects.create(
@@ -190,6 +191,7 @@ def world(cast, published):
         "auth/user": cast.alice.pk,
         "portal/apitoken": World.token.pk,
         "portal/loginattempt": LoginAttempt.objects.create(username="mallory", ip="192.0.2.1").pk,
+        "portal/loginlockout": LoginLockout.objects.create(username="mallory", keys=["ip"]).pk,
         "releases/build": World.build.pk,
         "releases/auditevent": AuditEvent.objects.first().pk,
         "schools/schoolserver": World.server.pk,

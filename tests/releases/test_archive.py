@@ -13,7 +13,7 @@ import tarfile
 import pytest
 
 from releases.archive import ManifestEntry, read_manifest, scan_archive
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 BIG = 1 << 40
 COMPRESSIONS = ["bz2", "xz", "lzma"]
@@ -71,7 +71,7 @@ def scan(path, compression="bz2", **limits):
 
 
 def rejection(path, compression="bz2", **limits):
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         scan(path, compression, **limits)
     return caught.value.code, caught.value.params
 
@@ -600,7 +600,7 @@ def test_it_stops_reading_once_the_unpacked_limit_is_passed(tmp_path):
     path = write(tmp_path, bomb + rest)
     calls = []
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         scan_archive(
             path,
             "bz2",

@@ -13,14 +13,14 @@ from releases.checks import (
     parse_md5_file,
     run_contents_hash_command,
 )
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 TARBALL = "py801-2-tree.tar.bz2"
 MD5 = "0123456789abcdef0123456789abcdef"
 
 
 def rejection(call, *args, **kwargs):
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         call(*args, **kwargs)
     return caught.value.code, caught.value.params
 
@@ -360,7 +360,7 @@ def test_it_also_kills_what_a_slow_command_started(tmp_path):
 
 
 def test_an_unavailable_command_is_not_a_rejected_build():
-    assert not issubclass(HashCommandUnavailable, BuildRejected)
+    assert not issubclass(HashCommandUnavailable, Refused)
 
 
 def test_an_unavailable_command_renders_its_message():

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from releases import jsonscan
 from releases.checks import check_contents
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "300"))
@@ -41,7 +41,7 @@ MiB = 1024 * 1024
 def outcome(call) -> tuple[str, dict]:
     try:
         return "ok", {"sha256": call()}
-    except BuildRejected as rejection:
+    except Refused as rejection:
         return rejection.code, rejection.params
 
 
@@ -334,10 +334,10 @@ def test_the_scanner_takes_any_pieces_of_text():
 CHILD = """
 import sys
 from releases.checks import check_contents
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 try:
     print(check_contents(sys.argv[1], max_bytes=256 * 1024 * 1024))
-except BuildRejected as rejection:
+except Refused as rejection:
     print(rejection.code)
 status = open("/proc/self/status").read()
 print(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))

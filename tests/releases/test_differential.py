@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from releases import archive
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 from .. import schoolserver
 
@@ -223,7 +223,7 @@ def check(tmp_path, items, fmt, how, extension, allow_devices):
     path.write_bytes(compressed(tar_of(items, fmt), how))
     try:
         scan = archive.scan_archive(path, extension, allow_device_nodes=allow_devices, **LIMITS)
-    except BuildRejected as rejection:
+    except Refused as rejection:
         event(f"refused: {rejection.code}")
         return "refused", rejection.code
     event("accepted")

@@ -8,7 +8,7 @@ import pytest
 from django.utils import translation
 
 from releases.extraction import SHOWN, ExtractionModel
-from releases.reasons import BuildRejected, render
+from releases.reasons import Refused, render
 
 PRISTINE = [("versions", "d"), ("versions/pristine", "d"), ("versions/pristine/21021", "d")]
 P = "versions/pristine/21021/"
@@ -25,7 +25,7 @@ def replay(members, *, allow_device_nodes=False):
 
 
 def refusal(members, **options):
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         replay(members, **options)
     return caught.value.code, caught.value.params
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core import mail
 from django.db import IntegrityError, connection, transaction
 
-from releases import promotion
+from releases import deploy, offers
 from releases.models import (
     Build,
     BuildStatus,
@@ -17,7 +17,7 @@ from releases.models import (
     DeploymentStatus,
     OfferedEntry,
 )
-from releases.promotion import PromotionRefused
+from releases.reasons import Refused
 
 from ..factories import make_user
 
@@ -36,7 +36,7 @@ def restart_recorder(tmp_path, *, fail_if_contains=None):
 
 def promote(build, user, **kwargs):
     kwargs.setdefault("reason", "coverage is not reported yet")
-    return promotion.build_promote(build=build, acting_user=user, **kwargs)
+    return offers.build_promote(build=build, acting_user=user, **kwargs)
 
 
 # --- Rules --------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def test_an_approver_promotes_a_build_someone_else_uploaded(published, cast, oat
         build.contents_hash,
     )
     assert deployment.status == DeploymentStatus.PENDING
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     assert oatslite.read_text() == (
         f"[{build.contents_hash}]\nname = {build.name}\npriority = normal\n"
         f"update_path = rsync://schoolserver/build-{build.name}\n"
@@ -64,7 +64,7 @@ def test_an_approver_promotes_a_build_someone_else_uploaded(published, cast, oat
 def test_it_refuses_promotion_by_the_uploader(published, cast):
     uploader_and_approver = make_user("uma", "uploaders", "approvers")
     build = published(uploader=uploader_and_approver)
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, uploader_and_approver)
     assert caught.value.code == "promote_own_build"
     assert not OfferedEntry.objects.exists()
@@ -73,7 +73,7 @@ def test_it_refuses_promotion_by_the_uploader(published, cast):
 
 def test_it_refuses_promotion_by_a_superuser_who_uploaded_the_build(published, cast):
     build = published(uploader=cast.root)
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, cast.root)
     assert caught.value.code == "promote_own_build"
 
@@ -101,7 +101,7 @@ def test_the_database_refuses_a_self_approved_entry_without_the_flag(published, 
 @pytest.mark.parametrize("who", ["alice", "dave", "eve"])
 def test_only_approvers_promote(published, cast, who):
     build = published(uploader=cast.bob)
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, getattr(cast, who))
     assert caught.value.code == "promote_not_approver"
 
@@ -109,7 +109,7 @@ def test_only_approvers_promote(published, cast, who):
 def test_it_refuses_a_build_that_is_not_published(cast, published):
     build = published()
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.INVALID)
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, cast.carol)
     assert caught.value.code == "promote_not_published"
 
@@ -117,20 +117,20 @@ def test_it_refuses_a_build_that_is_not_published(cast, published):
 def test_it_refuses_a_build_without_a_contents_hash(cast, published):
     build = published()
     Build.objects.filter(pk=build.pk).update(contents_hash="")
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, cast.carol)
     assert caught.value.code == "promote_no_hash"
 
 
 def test_it_refuses_an_unknown_priority(cast, published):
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(published(), cast.carol, priority="urgent")
     assert caught.value.code == "promote_priority"
 
 
 def test_it_asks_for_a_reason_while_coverage_is_unknown(cast, published):
     build = published()
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(build, cast.carol, reason="  ")
     assert caught.value.code == "promote_reason_required"
     assert not OfferedEntry.objects.exists()
@@ -147,7 +147,7 @@ def test_a_written_reason_overrides_the_coverage_gate_and_is_audited(cast, publi
 
 def test_it_refuses_a_second_build_with_the_same_contents_hash(cast, published):
     promote(published(contents_hash="samehash01"), cast.carol)
-    with pytest.raises(PromotionRefused) as caught:
+    with pytest.raises(Refused) as caught:
         promote(published(contents_hash="samehash01"), cast.carol)
     assert caught.value.code == "promote_duplicate_hash"
 
@@ -157,7 +157,7 @@ def test_it_refuses_a_second_build_with_the_same_contents_hash(cast, published):
 
 def test_without_a_restart_command_the_restart_is_recorded_as_skipped(cast, published):
     promote(published(), cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert deployment.restart_skipped
     assert deployment.outputs == []
@@ -167,7 +167,7 @@ def test_it_restarts_oatslite_after_writing_the_file(cast, published, settings, 
     settings.OATSLITE_RESTART_COMMAND, log = restart_recorder(tmp_path)
     build = published()
     promote(build, cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert not deployment.restart_skipped
     assert log.read_text().count("--- restart") == 1
@@ -177,9 +177,9 @@ def test_it_restarts_oatslite_after_writing_the_file(cast, published, settings, 
 def test_new_entries_go_below_older_ones(cast, published, oatslite):
     first, second = published("py100-1"), published("py100-2")
     promote(first, cast.carol)
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     promote(second, cast.carol)
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     text = oatslite.read_text()
     assert text.index("py100-1") < text.index("py100-2")
 
@@ -188,7 +188,7 @@ def test_a_hanging_restart_counts_as_failed(cast, published, settings, oatslite)
     settings.OATSLITE_RESTART_COMMAND = ["sleep", "30"]
     settings.OATSLITE_COMMAND_TIMEOUT = 1
     promote(published(), cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.FAILED
     assert "1 seconds" in deployment.outputs[0]["problem"]
     assert not oatslite.exists()  # there was no file before: there is none after
@@ -198,7 +198,7 @@ def test_a_failing_health_check_restores_the_previous_file(cast, published, sett
     settings.OATSLITE_RESTART_COMMAND = ["true"]
     settings.OATSLITE_HEALTHCHECK_COMMAND = ["sh", "-c", "echo oatslite is down >&2; exit 3"]
     promote(published(), cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.FAILED
     assert deployment.outputs[1]["stderr"] == "oatslite is down\n"
     assert not oatslite.exists()
@@ -210,7 +210,7 @@ def test_a_failed_deployment_restores_the_file_restarts_on_it_and_tells_the_appr
 ):
     good, bad = published("py210-1"), published("py210-2")
     promote(good, cast.carol)
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     before = oatslite.read_text()
     fails = "py210-2" if failure == "restart fails" else None
     restart, log = restart_recorder(tmp_path, fail_if_contains=fails)
@@ -227,7 +227,7 @@ def test_a_failed_deployment_restores_the_file_restarts_on_it_and_tells_the_appr
 
     promote(bad, cast.carol)
     with django_capture_on_commit_callbacks(execute=True):
-        deployment = promotion.apply_deployments()
+        deployment = deploy.apply_deployments()
 
     assert deployment.status == DeploymentStatus.FAILED
     assert oatslite.read_text() == before
@@ -243,12 +243,12 @@ def test_a_failed_deployment_restores_the_file_restarts_on_it_and_tells_the_appr
 
 def test_it_stops_when_the_file_was_edited_by_hand(cast, published, oatslite):
     promote(published(), cast.carol)
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     oatslite.write_text(oatslite.read_text() + "\n[handmade]\nname = x\n")
     edited = oatslite.read_text()
     build = published()
     promote(build, cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.DRIFT
     assert "+[handmade]" in deployment.diff
     assert oatslite.read_text() == edited  # nothing written
@@ -260,9 +260,9 @@ def test_an_existing_file_must_be_imported_or_overwritten_before_the_first_deplo
     oatslite.parent.mkdir(parents=True)
     oatslite.write_text(HAND_WRITTEN)
     promote(published(), cast.carol)
-    assert promotion.apply_deployments().status == DeploymentStatus.DRIFT
-    promotion.overwrite_drift(acting_user=cast.carol)
-    deployment = promotion.apply_deployments()
+    assert deploy.apply_deployments().status == DeploymentStatus.DRIFT
+    offers.overwrite_drift(acting_user=cast.carol)
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert "legacy0001" not in oatslite.read_text()
 
@@ -272,20 +272,20 @@ def test_importing_a_hand_written_file_keeps_every_entry_and_renders_it_unchange
 ):
     oatslite.parent.mkdir(parents=True)
     oatslite.write_text(HAND_WRITTEN)
-    promotion.updates_cfg_import(text=HAND_WRITTEN, acting_user=cast.carol)
-    assert promotion.render_current() == HAND_WRITTEN
+    offers.updates_cfg_import(text=HAND_WRITTEN, acting_user=cast.carol)
+    assert deploy.render_current() == HAND_WRITTEN
     assert OfferedEntry.objects.get().legacy
 
     build = published()
     promote(build, cast.carol)
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert oatslite.read_text().startswith(HAND_WRITTEN + "\n[")
 
 
 def test_an_imported_entry_for_a_known_build_marks_it_offered(cast, published):
     build = published("py700-1")
-    promotion.updates_cfg_import(text=HAND_WRITTEN, acting_user=cast.carol)
+    offers.updates_cfg_import(text=HAND_WRITTEN, acting_user=cast.carol)
     build.refresh_from_db()
     assert build.status == BuildStatus.OFFERED
     assert not OfferedEntry.objects.get().legacy
@@ -294,9 +294,9 @@ def test_an_imported_entry_for_a_known_build_marks_it_offered(cast, published):
 def test_withdrawing_removes_the_entry(cast, published, oatslite):
     build = published()
     promote(build, cast.carol)
-    promotion.apply_deployments()
-    promotion.build_withdraw(build=build, acting_user=cast.carol)
-    assert promotion.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    deploy.apply_deployments()
+    offers.build_withdraw(build=build, acting_user=cast.carol)
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
     assert build.name not in oatslite.read_text()
     build.refresh_from_db()
     assert build.status == BuildStatus.WITHDRAWN
@@ -309,12 +309,12 @@ def test_the_emergency_stop_offers_nothing_and_mails_the_approvers(
     cast.carol.save(update_fields=["email"])
     promote(published(), cast.carol)
     promote(published(), cast.carol)
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     with django_capture_on_commit_callbacks() as callbacks:
-        promotion.offers_stop_all(acting_user=cast.carol, reason="bad build in the field")
+        offers.offers_stop_all(acting_user=cast.carol, reason="bad build in the field")
     # Run the e-mail, not the broker message (no worker here: the test applies by hand).
     callbacks[-1]()
-    assert promotion.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
     assert oatslite.read_text() == ""
     assert not OfferedEntry.objects.filter(active=True).exists()
     assert any("Emergency stop" in message.subject for message in mail.outbox)
@@ -323,11 +323,11 @@ def test_the_emergency_stop_offers_nothing_and_mails_the_approvers(
 def test_rolling_back_reapplies_an_earlier_file(cast, published, oatslite):
     first = published()
     promote(first, cast.carol)
-    earlier = promotion.apply_deployments()
+    earlier = deploy.apply_deployments()
     promote(published(), cast.carol)
-    promotion.apply_deployments()
-    promotion.deployment_rollback(deployment=earlier, acting_user=cast.carol)
-    assert promotion.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    deploy.apply_deployments()
+    offers.deployment_rollback(deployment=earlier, acting_user=cast.carol)
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
     assert oatslite.read_text() == earlier.content
 
 
@@ -335,7 +335,7 @@ def test_waiting_requests_are_applied_together(cast, published, oatslite):
     one, two = published(), published()
     first = promote(one, cast.carol)
     second = promote(two, cast.carol)
-    lead = promotion.apply_deployments()
+    lead = deploy.apply_deployments()
     assert lead.pk == second.pk
     first.refresh_from_db()
     assert (first.status, first.coalesced_into_id) == (DeploymentStatus.COALESCED, second.pk)
@@ -355,7 +355,7 @@ def test_two_approvers_promoting_at_once_give_one_file_with_both_in_order(
         try:
             barrier.wait()
             promote(build, approver)
-            promotion.apply_deployments()
+            deploy.apply_deployments()
         except Exception as exc:  # reported below
             errors.append(exc)
         finally:
@@ -369,10 +369,10 @@ def test_two_approvers_promoting_at_once_give_one_file_with_both_in_order(
     for thread in threads:
         thread.join()
     assert errors == []
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     text = oatslite.read_text()
     names = [entry.name for entry in OfferedEntry.objects.active()]  # promotion order
     assert sorted(names) == sorted(build.name for build in builds)
     assert [text.index(name) for name in names] == sorted(text.index(name) for name in names)
     assert all(build.name in text for build in builds)
-    assert text == promotion.render_current()
+    assert text == deploy.render_current()

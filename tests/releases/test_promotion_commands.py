@@ -1,7 +1,7 @@
 import pytest
 from django.core.management import CommandError, call_command
 
-from releases import promotion
+from releases import deploy, offers
 from releases.models import BuildStatus, DeploymentStatus, OfferedEntry
 
 from ..factories import make_user
@@ -13,9 +13,9 @@ def test_render_prints_what_the_database_implies_and_writes_nothing(
     cast, published, capsys, oatslite
 ):
     build = published()
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     call_command("render_updates_cfg")
-    assert capsys.readouterr().out == promotion.render_current()
+    assert capsys.readouterr().out == deploy.render_current()
     assert not oatslite.exists()
 
 
@@ -24,7 +24,7 @@ def test_import_adopts_a_hand_written_file(db, tmp_path, capsys):
     path.write_text(HAND_WRITTEN)
     call_command("import_updates_cfg", str(path))
     assert "Imported 1 entries" in capsys.readouterr().out
-    assert promotion.render_current() == HAND_WRITTEN
+    assert deploy.render_current() == HAND_WRITTEN
 
 
 def test_import_refuses_a_file_oatslite_could_not_read(db, tmp_path):
@@ -53,9 +53,9 @@ def test_promote_and_withdraw_queue_deployments(cast, published, capsys):
     build = published()
     call_command("promote", build.name, "--by", "carol", "--reason", "pilot")
     assert "promoted" in capsys.readouterr().out
-    promotion.apply_deployments()
+    deploy.apply_deployments()
     call_command("withdraw", build.name, "--by", "carol")
-    assert promotion.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
     build.refresh_from_db()
     assert build.status == BuildStatus.WITHDRAWN
 

@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from releases import promotion
+from releases import deploy, offers
 from releases.models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
 
 from ..factories import PASSWORD
@@ -68,8 +68,8 @@ def test_confirming_without_a_reason_explains_the_coverage_gate(client, cast, bu
 
 
 def test_withdrawing_from_the_build_page(client, cast, build):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
-    promotion.apply_deployments()
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    deploy.apply_deployments()
     response = login(client, cast.carol).post(reverse("releases:build_withdraw", args=[build.name]))
     assert response.status_code == 302
     assert Build.objects.get(pk=build.pk).status == BuildStatus.WITHDRAWN
@@ -77,7 +77,7 @@ def test_withdrawing_from_the_build_page(client, cast, build):
 
 @pytest.mark.parametrize("who", ["alice", "dave", "eve"])
 def test_only_approvers_withdraw(client, cast, build, who):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     response = login(client, getattr(cast, who)).post(
         reverse("releases:build_withdraw", args=[build.name])
     )
@@ -85,8 +85,8 @@ def test_only_approvers_withdraw(client, cast, build, who):
 
 
 def test_everyone_logged_in_sees_the_deployments(client, cast, build):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
-    deployment = promotion.apply_deployments()
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    deployment = deploy.apply_deployments()
     for who in (cast.alice, cast.dave, cast.eve):
         login(client, who)
         assert client.get(reverse("releases:deployment_list")).status_code == 200
@@ -95,7 +95,7 @@ def test_everyone_logged_in_sees_the_deployments(client, cast, build):
 
 
 def test_the_emergency_stop_needs_a_reason(client, cast, build):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     login(client, cast.carol).post(reverse("releases:offers_stop_all"), {"reason": ""})
     assert OfferedEntry.objects.filter(active=True).exists()
     client.post(reverse("releases:offers_stop_all"), {"reason": "laptops fail to boot"})
@@ -103,32 +103,32 @@ def test_the_emergency_stop_needs_a_reason(client, cast, build):
 
 
 def test_a_coordinator_cannot_stop_everything(client, cast, build):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     response = login(client, cast.dave).post(reverse("releases:offers_stop_all"), {"reason": "no"})
     assert response.status_code == 403
     assert OfferedEntry.objects.filter(active=True).exists()
 
 
 def test_an_approver_imports_hand_edits_after_drift(client, cast, build, oatslite):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
-    promotion.apply_deployments()
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    deploy.apply_deployments()
     oatslite.write_text(oatslite.read_text() + "\n[handmade1]\nname = x\n")
-    promotion.build_withdraw(build=build, acting_user=cast.carol)
-    assert promotion.apply_deployments().status == DeploymentStatus.DRIFT
+    offers.build_withdraw(build=build, acting_user=cast.carol)
+    assert deploy.apply_deployments().status == DeploymentStatus.DRIFT
     page = login(client, cast.carol).get(reverse("releases:deployment_list"))
     assert 'id="drift"' in page.content.decode()
     client.post(reverse("releases:drift_resolve"), {"choice": "import"})
-    assert promotion.render_current() == oatslite.read_text()
+    assert deploy.render_current() == oatslite.read_text()
     assert OfferedEntry.objects.active().filter(section="handmade1").exists()
 
 
 def test_rolling_back_from_the_deployment_page(client, cast, build):
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
-    first = promotion.apply_deployments()
-    promotion.build_withdraw(build=build, acting_user=cast.carol)
-    promotion.apply_deployments()
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    first = deploy.apply_deployments()
+    offers.build_withdraw(build=build, acting_user=cast.carol)
+    deploy.apply_deployments()
     response = login(client, cast.carol).post(
         reverse("releases:deployment_rollback", args=[first.pk])
     )
     assert response.status_code == 302
-    assert promotion.apply_deployments().content == first.content
+    assert deploy.apply_deployments().content == first.content

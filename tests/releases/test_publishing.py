@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from releases import publishing
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 NAME = "py801-2"
 TARBALL = "py801-2-tree.tar.bz2"
@@ -239,7 +239,7 @@ def test_a_different_file_under_any_of_the_four_names_is_a_conflict_and_nothing_
     build.dest.mkdir(parents=True)
     (build.dest / basename).write_bytes(data)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_conflict"
@@ -261,7 +261,7 @@ def test_a_file_that_appears_between_the_check_and_the_link_is_never_overwritten
 
     monkeypatch.setattr(publishing.os, "link", link)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_conflict"
@@ -325,7 +325,7 @@ def test_disk_full_in_the_middle_of_the_copy_removes_everything_and_reports_no_s
     force_copy(monkeypatch, build, real_link)
     fail_writes(monkeypatch, errno.ENOSPC, after=2)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_no_space"
@@ -341,7 +341,7 @@ def test_a_single_argument_enospc_is_still_recognised_as_disk_full(build, monkey
 
     monkeypatch.setattr(publishing, "_write", write)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_no_space"
@@ -351,7 +351,7 @@ def test_a_single_argument_enospc_is_still_recognised_as_disk_full(build, monkey
 def test_an_io_error_removes_the_files_this_call_placed_and_reports_it(build, monkeypatch):
     fail_writes(monkeypatch, errno.EIO, when=lambda path: ".md5.tmp-" in path)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_io_error"
@@ -367,7 +367,7 @@ def test_a_failure_never_removes_files_that_were_there_before(build, monkeypatch
     (build.dest / CONTENTS).write_bytes(build.contents_bytes)
     fail_writes(monkeypatch, errno.EIO, when=lambda path: ".name.tmp-" in path)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_io_error"
@@ -382,7 +382,7 @@ def test_not_enough_free_space_is_refused_before_anything_is_written(build, monk
     monkeypatch.setattr(publishing, "_write", no_write)
     monkeypatch.setattr(publishing.shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 1000))
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_no_space"
@@ -397,7 +397,7 @@ def test_the_space_needed_includes_the_tarball_when_it_must_be_copied(build, mon
     monkeypatch.setattr(publishing, "_same_filesystem", lambda a, b: False)
     monkeypatch.setattr(publishing.shutil, "disk_usage", lambda path: Usage(10**9, 10**9, 1000))
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     small = len(build.contents_bytes) + len(f"{build.md5}  {TARBALL}\n") + len(f"{NAME}\n")
@@ -408,7 +408,7 @@ def test_the_space_needed_includes_the_tarball_when_it_must_be_copied(build, mon
 def test_a_checksum_mismatch_in_place_removes_the_tarball_and_reports_both_sums(build):
     wrong = "0" * 32
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish(md5=wrong)
 
     assert caught.value.code == "publish_md5_mismatch"
@@ -426,7 +426,7 @@ def test_a_damaged_copy_is_caught_before_it_gets_its_final_name(build, monkeypat
 
     monkeypatch.setattr(publishing, "_write", flip_a_byte)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_md5_mismatch"
@@ -439,7 +439,7 @@ def test_a_damaged_copy_is_caught_before_it_gets_its_final_name(build, monkeypat
 def test_a_missing_source_file_is_reported_by_its_published_name(build, missing):
     getattr(build, missing).unlink()
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert caught.value.code == "publish_source_missing"
@@ -451,7 +451,7 @@ def test_every_rejection_renders_its_message_without_missing_parameters(build):
     build.dest.mkdir(parents=True)
     (build.dest / CONTENTS).write_bytes(b"other")
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         build.publish()
 
     assert CONTENTS in caught.value.message

@@ -15,9 +15,9 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import translation
 
-from releases import promotion, recheck
+from releases import deploy, offers, recheck, tasks
 from releases.models import AuditEvent, Build, BuildStatus, DeploymentStatus
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 from ..factories import compress, tar_bytes
 
@@ -178,8 +178,8 @@ def test_recalling_an_offered_build_withdraws_it_and_no_failed_deployment_brings
     old_build, cast, settings, tmp_path
 ):
     build = old_build(uploader=cast.alice)
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="pilot")
-    promotion.apply_deployments()
+    offers.build_promote(build=build, acting_user=cast.carol, reason="pilot")
+    deploy.apply_deployments()
     build.stored_tarball.write_bytes(hard_link_to_nowhere())
     recheck.build_recheck(build=build)
     build.refresh_from_db()
@@ -191,7 +191,7 @@ def test_recalling_an_offered_build_withdraws_it_and_no_failed_deployment_brings
     assert recheck.build_remove_files(build_id=build.pk)
     # oatslite fails to restart: the withdrawal is undone, the old updates.cfg restored.
     settings.OATSLITE_RESTART_COMMAND = ["sh", "-c", "exit 3"]
-    deployment = promotion.apply_deployments()
+    deployment = deploy.apply_deployments()
 
     assert deployment.status == DeploymentStatus.FAILED
     build.refresh_from_db()
@@ -211,7 +211,7 @@ def test_it_refuses_a_recall_with_a_specific_reason(old_build, cast, prepare, re
     if prepare == "retired":
         Build.objects.filter(pk=build.pk).update(status=BuildStatus.RETIRED)
 
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         recheck.build_recall(build=build, acting_user=cast.carol, reason=reason)
 
     assert caught.value.code == code
@@ -225,14 +225,12 @@ def test_the_sweeper_sends_a_lost_removal_again(
 
     from django.utils import timezone
 
-    from releases import services
-
     build = flagged(old_build)
     recheck.build_recall(build=build, acting_user=cast.carol, reason="broken")
     later = timezone.now() + timedelta(seconds=settings.SWEEPER_STALE_AFTER + 5)
 
     with django_capture_on_commit_callbacks() as callbacks:
-        counts = services.sweep_stuck_builds(now=later)
+        counts = tasks.sweep(now=later)
 
     assert counts["recall"] == 1
     assert callbacks
@@ -295,8 +293,8 @@ def test_the_recall_view_shows_a_refusal_as_a_message(old_build, cast):
 def test_a_flagged_build_cannot_be_promoted_and_the_page_offers_no_promotion(old_build, cast):
     build = flagged(old_build)
 
-    with pytest.raises(promotion.PromotionRefused) as caught:
-        promotion.build_promote(build=build, acting_user=cast.carol, reason="pilot")
+    with pytest.raises(Refused) as caught:
+        offers.build_promote(build=build, acting_user=cast.carol, reason="pilot")
 
     assert caught.value.code == "promote_flagged"
     page = client_for(cast.carol).get(reverse("releases:build_detail", args=[build.name]))

@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone, translation
 
-from releases import services
+from releases import services, tasks
 from releases.models import AuditEvent, Build, BuildManifest, BuildStatus, HashSource
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 from ..factories import compress, stage, tar_bytes, write_build
 
@@ -59,7 +59,7 @@ def test_it_uses_the_name_given_instead_of_the_archive_prefix(upload):
 
 def test_it_refuses_a_reused_name_even_in_another_case_and_stores_nothing(upload):
     upload()
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         upload(build_name="PY801-2")
     assert caught.value.code == "name_taken"
     assert Build.objects.count() == 1
@@ -68,14 +68,14 @@ def test_it_refuses_a_reused_name_even_in_another_case_and_stores_nothing(upload
 
 @pytest.mark.parametrize("name", ["../etc", ".hidden", "has space", "ñandú", "x" * 65, "-dash"])
 def test_it_refuses_a_malformed_name(upload, name):
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         upload(build_name=name)
     assert caught.value.code == "name_invalid"
     assert not Build.objects.exists()
 
 
 def test_it_refuses_an_md5_file_that_does_not_match_the_upload(upload):
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         upload(md5_text=f"{'0' * 32}  py801-2-tree.tar.bz2\n")
     assert caught.value.code == "md5_mismatch"
     assert not Build.objects.exists()
@@ -194,7 +194,7 @@ def test_it_lets_staff_enter_the_hash_later(upload, cast):
 
 def test_it_refuses_a_malformed_hash(upload, cast):
     build = upload()
-    with pytest.raises(BuildRejected) as caught:
+    with pytest.raises(Refused) as caught:
         services.build_set_contents_hash(build=build, acting_user=cast.carol, value="a]b\nc")
     assert caught.value.code == "hash_invalid"
 
@@ -223,7 +223,7 @@ def test_the_sweeper_requeues_a_build_whose_worker_died(upload, settings):
         attempts=1,
         progress_at=timezone.now() - timezone.timedelta(seconds=settings.SWEEPER_STALE_AFTER + 1),
     )
-    counts = services.sweep_stuck_builds()
+    counts = tasks.sweep()
     build.refresh_from_db()
     assert counts["validate"] == 1
     assert build.status == BuildStatus.UPLOADED
@@ -239,7 +239,7 @@ def test_the_sweeper_gives_up_after_the_attempt_cap(upload, settings):
         attempts=settings.SWEEPER_MAX_ATTEMPTS,
         progress_at=timezone.now() - timezone.timedelta(seconds=settings.SWEEPER_STALE_AFTER + 1),
     )
-    services.sweep_stuck_builds()
+    tasks.sweep()
     build.refresh_from_db()
     assert (build.status, build.status_code) == (BuildStatus.INVALID, "validation_abandoned")
 
@@ -247,11 +247,12 @@ def test_the_sweeper_gives_up_after_the_attempt_cap(upload, settings):
 def test_the_sweeper_leaves_builds_that_are_making_progress_alone(upload):
     build = upload()
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.VALIDATING)
-    assert services.sweep_stuck_builds() == {
+    assert tasks.sweep() == {
         "validate": 0,
         "publish": 0,
         "abandoned": 0,
         "deploy": 0,
+        "recall": 0,
         "abandoned_uploads": 0,
     }
 
@@ -265,7 +266,7 @@ def test_the_sweeper_removes_uploads_a_killed_web_process_left_behind(settings, 
     hours_ago = time.time() - 2 * 3600
     os.utime(old, (hours_ago, hours_ago))
     os.utime(other, (hours_ago, hours_ago))
-    assert services.sweep_stuck_builds()["abandoned_uploads"] == 1
+    assert tasks.sweep()["abandoned_uploads"] == 1
     assert not old.exists()
     assert live.exists() and other.exists()  # still being written; not ours
 

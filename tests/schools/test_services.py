@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from releases import promotion
+from releases import offers
 from schools import selectors, services
 from schools.models import SchoolServer, SyncState, SyncStatus
 from schools.rsynclog import parse_line
@@ -169,7 +169,7 @@ def test_silent_and_lost_follow_the_thresholds(db, settings):
 
 def test_a_server_without_the_newest_offered_build_is_behind(db, cast, published):
     build = published("py900-1")
-    promotion.build_promote(build=build, acting_user=cast.carol, reason="x")
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     now = timezone.now()
     has = server("has.local", last_report_at=now)
     server("lacks.local", last_report_at=now)
@@ -209,7 +209,7 @@ def test_the_promotion_gate_passes_without_a_reason_once_coverage_is_enough(
     build = published("py902-1")
     xs = server("a.local", last_report_at=timezone.now())
     SyncState.objects.create(server=xs, build=build, build_name=build.name, status="verified")
-    promotion.build_promote(build=build, acting_user=cast.carol)
+    offers.build_promote(build=build, acting_user=cast.carol)
     assert build.offers.get().coverage == 1.0
 
 

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import checks
-from releases.reasons import BuildRejected
+from releases.reasons import Refused
 
 
 class Command(BaseCommand):
@@ -26,7 +26,7 @@ class Command(BaseCommand):
             value = checks.run_contents_hash_command(
                 settings.CONTENTS_HASH_COMMAND, file, timeout=settings.CONTENTS_HASH_TIMEOUT
             )
-        except BuildRejected as rejection:
+        except Refused as rejection:
             raise CommandError(rejection.message) from None
         except checks.HashCommandUnavailable as problem:
             raise CommandError(problem.params["error"]) from None

@@ -10,7 +10,7 @@ from django.db import transaction
 from portal import roles
 from releases import checks, services
 from releases.models import FINAL_PIPELINE_STATUSES, Build, BuildStatus
-from releases.reasons import BuildRejected, render
+from releases.reasons import Refused, render
 from releases.uploads import MD5_FILE_LIMIT, stage_local_file
 
 SYSTEM_USERNAME = "portal"
@@ -87,7 +87,7 @@ class Command(BaseCommand):
                     contents_hash=contents_hash,
                     via="cli",
                 )
-        except BuildRejected as rejection:
+        except Refused as rejection:
             raise CommandError(rejection.message) from None
         finally:
             for item in staged:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
-from releases import promotion, updates_cfg
+from releases import offers, updates_cfg
 
 from .import_build import system_user
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {path}: {exc}") from None
         try:
-            deployment = promotion.updates_cfg_import(text=text, acting_user=system_user())
+            deployment = offers.updates_cfg_import(text=text, acting_user=system_user())
         except updates_cfg.ConfigProblem as exc:
             raise CommandError(f"{path} is not a valid updates.cfg: {exc}") from None
         count = len(deployment.active_ids)

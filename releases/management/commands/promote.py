@@ -4,8 +4,9 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
-from releases import promotion
+from releases import offers
 from releases.models import Build, Deployment, DeploymentStatus
+from releases.reasons import Refused
 
 POLL_SECONDS = 0.5
 
@@ -78,10 +79,10 @@ class Command(BaseCommand):
     def handle(self, *args, name, by, priority, reason, wait, timeout, **options):
         build = find_build(name)
         try:
-            deployment = promotion.build_promote(
+            deployment = offers.build_promote(
                 build=build, acting_user=find_user(by), priority=priority, reason=reason
             )
-        except promotion.PromotionRefused as refusal:
+        except Refused as refusal:
             raise CommandError(refusal.message) from None
         self.stdout.write(f"{build.name} promoted; deployment #{deployment.pk} queued.")
         if wait:

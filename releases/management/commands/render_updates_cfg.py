@@ -1,10 +1,10 @@
 from django.core.management.base import BaseCommand
 
-from releases import promotion
+from releases import deploy
 
 
 class Command(BaseCommand):
     help = "Print the updates.cfg the database implies. Writes nothing."
 
     def handle(self, *args, **options):
-        self.stdout.write(promotion.render_current(), ending="")
+        self.stdout.write(deploy.render_current(), ending="")

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
-from releases import promotion
+from releases import offers
+from releases.reasons import Refused
 
 from .promote import add_common_arguments, find_build, find_user, follow
 
@@ -15,8 +16,8 @@ class Command(BaseCommand):
     def handle(self, *args, name, by, wait, timeout, **options):
         build = find_build(name)
         try:
-            deployment = promotion.build_withdraw(build=build, acting_user=find_user(by))
-        except promotion.PromotionRefused as refusal:
+            deployment = offers.build_withdraw(build=build, acting_user=find_user(by))
+        except Refused as refusal:
             raise CommandError(refusal.message) from None
         self.stdout.write(f"{build.name} withdrawn; deployment #{deployment.pk} queued.")
         if wait:

@@ -1,0 +1,326 @@
+"""What updates.cfg should offer: promotion requests and the previews approvers confirm.
+
+The database says what is offered (active `OfferedEntry` rows). Every request here (promote,
+withdraw, stop everything, roll back, import a hand-written file, overwrite hand edits)
+checks its rules, changes those rows and the builds' states, audits, and queues a
+`Deployment` that `deploy.apply_deployments` carries out after commit.
+"""
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from portal import roles
+from schools.selectors import build_coverage
+
+from . import deploy, updates_cfg
+from .audit import AuditAction, audit, build_transition
+from .deploy import builds_follow_entries, read_deployed_file, render_current
+from .models import (
+    Build,
+    BuildStatus,
+    Deployment,
+    DeploymentAction,
+    DeploymentStatus,
+    OatsliteState,
+    OfferedEntry,
+)
+from .reasons import Refused, render
+
+# --- Previews ---------------------------------------------------------------------------------
+
+
+@dataclass
+class PromotionPreview:
+    """What the approver sees before confirming."""
+
+    build: Build
+    current: str
+    proposed: str
+    diff: str
+    coverage: object
+    needs_reason: bool
+    problem: str = ""
+
+
+def promotion_preview(*, build: Build, priority: str) -> PromotionPreview:
+    coverage = build_coverage(build)
+    current = read_deployed_file() or ""
+    try:
+        proposed = render_current(extra=[_new_entry(build, priority)])
+        updates_cfg.validate(proposed)
+        problem = ""
+    except updates_cfg.ConfigProblem as exc:
+        proposed, problem = current, render("config_invalid", {"error": str(exc)})
+    return PromotionPreview(
+        build=build,
+        current=current,
+        proposed=proposed,
+        diff=updates_cfg.unified_diff(current, proposed),
+        coverage=coverage,
+        needs_reason=_below_minimum(coverage),
+        problem=problem,
+    )
+
+
+def _below_minimum(coverage) -> bool:
+    return coverage.share is None or coverage.share < settings.PROMOTION_MIN_COVERAGE
+
+
+def _new_entry(build: Build, priority: str) -> OfferedEntry:
+    return OfferedEntry(
+        section=build.contents_hash,
+        build=build,
+        name=build.name,
+        priority=priority,
+        update_path=settings.SCHOOLSERVER_UPDATE_URL.replace("{name}", build.name),
+    )
+
+
+# --- Requests ---------------------------------------------------------------------------------
+
+
+def _require_approver(user):
+    if not roles.has_role(user, roles.APPROVERS):
+        raise Refused("promote_not_approver")
+
+
+def _queue(*, action, actor, build=None, reason="", activated=(), deactivated=(), force=False):
+    deployment = Deployment.objects.create(
+        action=action,
+        build=build,
+        requested_by=actor,
+        reason=reason,
+        force=force,
+        changes={"activated": list(activated), "deactivated": list(deactivated)},
+    )
+    deploy.enqueue_apply()
+    return deployment
+
+
+def build_promote(*, build: Build, acting_user, priority: str = "", reason: str = "") -> Deployment:
+    """Offer a published build to the laptops.
+
+    1. Rules: approvers only; never the build's own uploader (unless ALLOW_SELF_APPROVAL,
+       audited); published with a contents hash; an allowed priority; coverage at least
+       PROMOTION_MIN_COVERAGE or a written reason; a contents hash not already offered;
+       and a resulting file that oatslite can read.
+    2. Add the entry below every other one, mark the build offered, audit, queue a deployment.
+    """
+    _require_approver(acting_user)
+    priority = priority or settings.OATSLITE_PRIORITIES[0]
+    reason = (reason or "").strip()
+    self_approval = acting_user.pk == build.uploaded_by_id
+    if self_approval and not settings.ALLOW_SELF_APPROVAL:
+        raise Refused("promote_own_build")
+    with transaction.atomic():
+        build = Build.objects.select_for_update().get(pk=build.pk)
+        if build.status not in (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN):
+            raise Refused("promote_not_published", status=build.get_status_display())
+        if build.recheck_code:
+            raise Refused("promote_flagged", reason=build.recheck_detail)
+        if not build.contents_hash:
+            raise Refused("promote_no_hash")
+        if priority not in settings.OATSLITE_PRIORITIES:
+            raise Refused(
+                "promote_priority",
+                priority=priority,
+                allowed=", ".join(settings.OATSLITE_PRIORITIES),
+            )
+        coverage = build_coverage(build)
+        if _below_minimum(coverage) and not reason:
+            raise Refused(
+                "promote_reason_required",
+                coverage=coverage.percent_label,
+                minimum=f"{settings.PROMOTION_MIN_COVERAGE:.0%}",
+            )
+        clash = OfferedEntry.objects.active().filter(section=build.contents_hash).first()
+        if clash:
+            raise Refused("promote_duplicate_hash", section=clash.section, name=clash.name)
+        entry = _new_entry(build, priority)
+        try:
+            updates_cfg.validate(render_current(extra=[entry]))
+        except updates_cfg.ConfigProblem as exc:
+            raise Refused("config_invalid", error=str(exc)) from None
+
+        last = OfferedEntry.objects.aggregate(top=Max("position"))["top"] or 0
+        entry.position = last + 1
+        entry.promoted_by = acting_user
+        entry.build_uploader_id = build.uploaded_by_id
+        entry.self_approved = self_approval
+        entry.coverage = coverage.share
+        entry.reason = reason
+        entry.save()
+        build_transition(
+            build.pk,
+            from_statuses=[BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN],
+            to=BuildStatus.OFFERED,
+            actor=acting_user,
+            code="promoted",
+            params={"priority": priority},
+        )
+        if self_approval:
+            audit(
+                build=build,
+                actor=acting_user,
+                action=AuditAction.SELF_APPROVAL,
+                code="promoted_self",
+            )
+        if reason and _below_minimum(coverage):
+            audit(
+                build=build,
+                actor=acting_user,
+                action=AuditAction.COVERAGE_OVERRIDE,
+                code="coverage_override",
+                params={"reason": reason},
+            )
+        return _queue(
+            action=DeploymentAction.PROMOTE,
+            actor=acting_user,
+            build=build,
+            reason=reason,
+            activated=[entry.pk],
+        )
+
+
+def build_withdraw(*, build: Build, acting_user) -> Deployment:
+    """Stop offering one build: its entry leaves updates.cfg."""
+    _require_approver(acting_user)
+    with transaction.atomic():
+        entries = list(OfferedEntry.objects.select_for_update().filter(build=build, active=True))
+        if not entries:
+            raise Refused("withdraw_not_offered")
+        ids = [entry.pk for entry in entries]
+        OfferedEntry.objects.filter(pk__in=ids).update(active=False, withdrawn_at=timezone.now())
+        build_transition(
+            build.pk,
+            from_statuses=[BuildStatus.OFFERED],
+            to=BuildStatus.WITHDRAWN,
+            actor=acting_user,
+            code="withdrawn",
+        )
+        return _queue(
+            action=DeploymentAction.WITHDRAW, actor=acting_user, build=build, deactivated=ids
+        )
+
+
+def offers_stop_all(*, acting_user, reason: str = "") -> Deployment:
+    """Emergency: offer nothing at all. One approver is enough; it is audited and every
+    approver is told by e-mail."""
+    _require_approver(acting_user)
+    with transaction.atomic():
+        entries = list(OfferedEntry.objects.select_for_update().filter(active=True))
+        ids = [entry.pk for entry in entries]
+        OfferedEntry.objects.filter(pk__in=ids).update(active=False, withdrawn_at=timezone.now())
+        for build_id in {entry.build_id for entry in entries if entry.build_id}:
+            build_transition(
+                build_id,
+                from_statuses=[BuildStatus.OFFERED],
+                to=BuildStatus.WITHDRAWN,
+                actor=acting_user,
+                code="stopped_all",
+            )
+        audit(actor=acting_user, action=AuditAction.STOP_ALL, code="stopped_all")
+        deployment = _queue(
+            action=DeploymentAction.STOP_ALL, actor=acting_user, reason=reason, deactivated=ids
+        )
+        transaction.on_commit(
+            lambda: deploy.mail_approvers(
+                f"[XO portal] Emergency stop by {acting_user.get_username()}",
+                f"{acting_user.get_username()} stopped offering every update "
+                f"({len(ids)} entries).\n\nReason: {reason or '-'}\n",
+            ),
+            robust=True,
+        )
+        return deployment
+
+
+def deployment_rollback(*, deployment: Deployment, acting_user) -> Deployment:
+    """Go back to what an earlier successful deployment offered, through the same path."""
+    _require_approver(acting_user)
+    if deployment.status != DeploymentStatus.SUCCEEDED:
+        raise Refused("rollback_not_deployed")
+    with transaction.atomic():
+        wanted = set(deployment.active_ids)
+        current = set(OfferedEntry.objects.filter(active=True).values_list("pk", flat=True))
+        activate, deactivate = wanted - current, current - wanted
+        now = timezone.now()
+        OfferedEntry.objects.filter(pk__in=deactivate).update(active=False, withdrawn_at=now)
+        OfferedEntry.objects.filter(pk__in=activate).update(active=True, withdrawn_at=None)
+        builds_follow_entries(
+            activate | deactivate,
+            actor=acting_user,
+            code="rolled_back",
+            params={"deployment": deployment.pk},
+        )
+        return _queue(
+            action=DeploymentAction.ROLLBACK,
+            actor=acting_user,
+            reason=f"#{deployment.pk}",
+            activated=sorted(activate),
+            deactivated=sorted(deactivate),
+        )
+
+
+def updates_cfg_import(*, text: str, acting_user) -> Deployment:
+    """Adopt a hand-written updates.cfg: its preamble and entries, in order, become what the
+    database offers. Entries naming a build the portal knows are linked to it; the others
+    are kept as legacy entries. Each keeps its exact text, so the file renders unchanged.
+
+    The text is what oatslite runs now, so it is recorded as deployed without writing or
+    restarting anything."""
+    parsed = updates_cfg.parse(text)
+    updates_cfg.validate(text)
+    with transaction.atomic():
+        state = OatsliteState.get()
+        state.preamble = parsed.preamble
+        state.save(update_fields=["preamble"])
+        previous = set(OfferedEntry.objects.filter(active=True).values_list("pk", flat=True))
+        OfferedEntry.objects.filter(pk__in=previous).update(
+            active=False, withdrawn_at=timezone.now()
+        )
+        builds = {
+            b.name: b for b in Build.objects.filter(name__in=[e.name for e in parsed.entries])
+        }
+        last = OfferedEntry.objects.aggregate(top=Max("position"))["top"] or 0
+        created = []
+        for offset, entry in enumerate(parsed.entries, start=1):
+            build = builds.get(entry.name)
+            created.append(
+                OfferedEntry.objects.create(
+                    section=entry.section,
+                    build=build,
+                    name=entry.name,
+                    priority=entry.priority,
+                    update_path=entry.update_path,
+                    text=entry.text,
+                    legacy=build is None,
+                    position=last + offset,
+                )
+            )
+        ids = [row.pk for row in created]
+        builds_follow_entries(set(ids) | previous, actor=acting_user, code="imported")
+        audit(actor=acting_user, action=AuditAction.IMPORT_CFG, code="imported")
+        return Deployment.objects.create(
+            action=DeploymentAction.IMPORT,
+            requested_by=acting_user,
+            changes={"activated": ids, "deactivated": sorted(previous)},
+            status=DeploymentStatus.SUCCEEDED,
+            content=text,
+            sha256=deploy.sha256_text(text),
+            previous_content=text,
+            active_ids=ids,
+            restart_skipped=True,
+            finished_at=timezone.now(),
+        )
+
+
+def overwrite_drift(*, acting_user) -> Deployment:
+    """Write what the database says over a hand-edited file (the hand edits are lost; they
+    stay visible in the drift record)."""
+    _require_approver(acting_user)
+    with transaction.atomic():
+        return _queue(action=DeploymentAction.OVERWRITE, actor=acting_user, force=True)
