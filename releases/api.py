@@ -77,7 +77,7 @@ def _create(request):
         build, errors = receive_build(request, via="api")
     if build is None:
         problem = request.upload_problem
-        status = 400 if not problem else 413 if problem[0] == "too_large" else 507
+        status = problem.http_status if problem else 400
         return JsonResponse(
             {"error": _("The build was not accepted."), "errors": errors}, status=status
         )

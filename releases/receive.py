@@ -54,10 +54,10 @@ def receive_build(request, *, via: str):
         except BODY_ERRORS as exc:
             return None, body_refused(request, exc)
         problem = request.upload_problem
-        if problem and problem[0] == "io_error":
-            return None, {problem[1]: [render("upload_io_error", {"error": problem[2]})]}
+        if problem and problem.kind == "io_error":
+            return None, {problem.field: [render("upload_io_error", {"error": problem.error})]}
         if problem:
-            field = problem[1]
+            field = problem.field
             limit = field_limits().get(field, settings.MAX_BUILD_BYTES)
             if field == "tarball":
                 return None, {field: [render("too_large", {"limit": limit})]}

@@ -291,6 +291,21 @@ class StagedUpload(UploadedFile):
             self.file.close()
 
 
+@dataclass(frozen=True)
+class UploadProblem:
+    """Why the upload handler stopped reading a request: `kind` is "too_large" (the field's
+    file, or the whole request as "tarball", is over its limit) or "io_error" (the disk
+    refused it; `error` says how)."""
+
+    kind: str
+    field: str
+    error: str = ""
+
+    @property
+    def http_status(self) -> int:
+        return 413 if self.kind == "too_large" else 507
+
+
 class HashingUploadHandler(FileUploadHandler):
     """Streams the build's three files to disk and records a problem on the request
     (`request.upload_problem`) instead of raising, so the view can answer precisely."""
@@ -306,7 +321,7 @@ class HashingUploadHandler(FileUploadHandler):
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         if content_length and content_length > request_size_limit():
-            self.request.upload_problem = ("too_large", "tarball")
+            self.request.upload_problem = UploadProblem("too_large", "tarball")
             raise StopUpload(connection_reset=True)
 
     def new_file(self, field_name, file_name, content_type, content_length, *args, **kwargs):
@@ -325,9 +340,9 @@ class HashingUploadHandler(FileUploadHandler):
         try:
             accepted = self.writer.write(raw_data)
         except OSError as exc:  # disk full, I/O error: nothing kept, a clear message
-            self._stop(("io_error", self.field_name, exc.strerror or str(exc)))
+            self._stop(UploadProblem("io_error", self.field_name, exc.strerror or str(exc)))
         if not accepted:
-            self._stop(("too_large", self.field_name))
+            self._stop(UploadProblem("too_large", self.field_name))
         return None
 
     def file_complete(self, file_size):
@@ -335,7 +350,9 @@ class HashingUploadHandler(FileUploadHandler):
             staged = self.writer.finish(os.path.basename(self.file_name or ""))
         except OSError as exc:
             self.writer = None
-            self.request.upload_problem = ("io_error", self.field_name, exc.strerror or str(exc))
+            self.request.upload_problem = UploadProblem(
+                "io_error", self.field_name, exc.strerror or str(exc)
+            )
             raise StopUpload(connection_reset=True) from exc
         self.writer = None
         self.request.staged_files.append(staged)

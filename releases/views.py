@@ -1,8 +1,10 @@
+"""The console's pages. Views authorise (`access`), then call one service each; the
+services assume an authorised caller."""
+
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
@@ -13,6 +15,7 @@ from portal import roles
 from portal.access import require_role
 
 from . import deploy, offers, recheck, services, updates_cfg
+from .access import get_build_for_user, get_deployment_for_user, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import Refused
@@ -68,12 +71,12 @@ def _upload_refused(request, errors):
 
 
 def _build_context(request, name):
-    build = get_object_or_404(Build.objects.with_people(), name=name)
+    build = get_build_for_user(request, name, queryset=Build.objects.with_people())
     return {
         "build": build,
         "events": build.events.select_related("actor"),
         "hash_form": ContentsHashForm(),
-        "can_edit": _can_edit(request.user),
+        "can_edit": may_edit(request.user),
     }
 
 
@@ -90,9 +93,7 @@ def build_status(request, name):
 
 @require_POST
 def build_contents_hash(request, name):
-    build = get_object_or_404(Build, name=name)
-    if not _can_edit(request.user):
-        raise PermissionDenied
+    build = get_build_for_user(request, name, edit=True)
     form = ContentsHashForm(request.POST)
     if form.is_valid():
         try:
@@ -110,9 +111,7 @@ def build_contents_hash(request, name):
 
 @require_POST
 def build_retry(request, name):
-    build = get_object_or_404(Build, name=name)
-    if not _can_edit(request.user):
-        raise PermissionDenied
+    build = get_build_for_user(request, name, edit=True)
     try:
         services.build_retry_publication(build=build, acting_user=request.user)
     except Refused as refusal:
@@ -122,18 +121,13 @@ def build_retry(request, name):
     return redirect("releases:build_detail", name=build.name)
 
 
-def _can_edit(user) -> bool:
-    return roles.has_role(user, roles.UPLOADERS) or roles.has_role(user, roles.APPROVERS)
-
-
 # --- Promotion ------------------------------------------------------------------------------
 
 
 def build_promote(request, name):
     """Preview (GET) and confirm (POST) a promotion: the exact diff of updates.cfg, the
     coverage, and the rules that apply, before anything changes."""
-    require_role(request, roles.APPROVERS)
-    build = get_object_or_404(Build.objects.with_people(), name=name)
+    build = get_build_for_user(request, name, approve=True, queryset=Build.objects.with_people())
     priorities = settings.OATSLITE_PRIORITIES
     form = PromoteForm(
         request.POST or None, priorities=priorities, initial={"priority": priorities[0]}
@@ -175,8 +169,7 @@ def build_promote(request, name):
 
 @require_POST
 def build_withdraw(request, name):
-    require_role(request, roles.APPROVERS)
-    build = get_object_or_404(Build, name=name)
+    build = get_build_for_user(request, name, approve=True)
     try:
         deployment = offers.build_withdraw(build=build, acting_user=request.user)
     except Refused as refusal:
@@ -191,8 +184,7 @@ def build_withdraw(request, name):
 @require_POST
 def build_recall(request, name):
     """Take a build that would break school servers away from them (see `recheck`)."""
-    require_role(request, roles.APPROVERS)
-    build = get_object_or_404(Build, name=name)
+    build = get_build_for_user(request, name, approve=True)
     try:
         recheck.build_recall(
             build=build, acting_user=request.user, reason=request.POST.get("reason", "")
@@ -229,8 +221,10 @@ def deployment_list(request):
 
 def _deployment_context(request, pk):
     # `is_approver` comes from the roles context processor, like on every page.
-    deployment = get_object_or_404(
-        Deployment.objects.select_related("requested_by", "build", "coalesced_into"), pk=pk
+    deployment = get_deployment_for_user(
+        request,
+        pk,
+        queryset=Deployment.objects.select_related("requested_by", "build", "coalesced_into"),
     )
     return {"deployment": deployment}
 
@@ -247,8 +241,7 @@ def deployment_status(request, pk):
 
 @require_POST
 def deployment_rollback(request, pk):
-    require_role(request, roles.APPROVERS)
-    target = get_object_or_404(Deployment, pk=pk)
+    target = get_deployment_for_user(request, pk, approve=True)
     try:
         deployment = offers.deployment_rollback(deployment=target, acting_user=request.user)
     except Refused as refusal:

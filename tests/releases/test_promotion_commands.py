@@ -1,8 +1,10 @@
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import translation
 
 from releases import deploy, offers
 from releases.models import BuildStatus, DeploymentStatus, OfferedEntry
+from releases.reasons import render
 
 from ..factories import make_user
 
@@ -47,6 +49,19 @@ def test_promote_follows_the_same_rules_as_the_web(cast, published):
     with pytest.raises(CommandError):
         call_command("promote", build.name, "--by", "dave", "--reason", "x")
     assert not OfferedEntry.objects.exists()
+
+
+@pytest.mark.parametrize("command", ["promote", "withdraw"])
+@pytest.mark.parametrize("who", ["alice", "dave", "eve"])
+def test_only_approvers_promote_or_withdraw(published, cast, who, command):
+    """Commands authorise `--by` as views authorise the request (services assume it)."""
+    build = published(uploader=cast.bob)
+    with pytest.raises(CommandError) as caught:
+        call_command(command, build.name, "--by", who)
+    with translation.override("en"):
+        assert str(caught.value) == render("promote_not_approver")
+    build.refresh_from_db()
+    assert build.status == "published" and not OfferedEntry.objects.exists()
 
 
 def test_promote_and_withdraw_queue_deployments(cast, published, capsys):

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import offers
+from releases.access import require_approver
 from releases.models import Build, Deployment, DeploymentStatus
 from releases.reasons import Refused
 
@@ -15,6 +16,16 @@ def find_user(username):
     user = get_user_model().objects.filter(username=username, is_active=True).first()
     if user is None:
         raise CommandError(f"No active user named {username!r}.")
+    return user
+
+
+def find_approver(username):
+    """The `--by` user, authorised here as a view would be (services assume it)."""
+    user = find_user(username)
+    try:
+        require_approver(user)
+    except Refused as refusal:
+        raise CommandError(refusal.message) from None
     return user
 
 
@@ -80,7 +91,7 @@ class Command(BaseCommand):
         build = find_build(name)
         try:
             deployment = offers.build_promote(
-                build=build, acting_user=find_user(by), priority=priority, reason=reason
+                build=build, acting_user=find_approver(by), priority=priority, reason=reason
             )
         except Refused as refusal:
             raise CommandError(refusal.message) from None

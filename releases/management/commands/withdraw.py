@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 from releases import offers
 from releases.reasons import Refused
 
-from .promote import add_common_arguments, find_build, find_user, follow
+from .promote import add_common_arguments, find_approver, find_build, follow
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, name, by, wait, timeout, **options):
         build = find_build(name)
         try:
-            deployment = offers.build_withdraw(build=build, acting_user=find_user(by))
+            deployment = offers.build_withdraw(build=build, acting_user=find_approver(by))
         except Refused as refusal:
             raise CommandError(refusal.message) from None
         self.stdout.write(f"{build.name} withdrawn; deployment #{deployment.pk} queued.")
