@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import gzip
 import hashlib
-import io
 import json
 import lzma
 import os
@@ -127,13 +125,6 @@ def scan_archive(
             return _scan_tar(pipe, compression, max_members, model)
         finally:
             producer.stop()
-
-
-def read_manifest(data: bytes) -> Iterator[ManifestEntry]:
-    with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-        for line in fh:
-            path, type_, mode, size, sha256, link = json.loads(line)
-            yield ManifestEntry(path, type_, mode, size, sha256, link)
 
 
 # --- Decompression -------------------------------------------------------------------------

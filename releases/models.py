@@ -97,12 +97,6 @@ class BuildQuerySet(models.QuerySet):
     def with_people(self):
         return self.select_related("uploaded_by")
 
-    def in_progress(self):
-        return self.filter(status__in=WORKING_STATUSES)
-
-    def published(self):
-        return self.filter(status=BuildStatus.PUBLISHED)
-
     def name_taken(self, name: str) -> bool:
         # Case-insensitively: school server folders and rsync modules may live on
         # case-insensitive tools, and "PY801-2" beside "py801-2" is a mistake anyway.
@@ -110,7 +104,8 @@ class BuildQuerySet(models.QuerySet):
 
 
 class Build(models.Model):
-    """One OS build, from upload to retirement; every change goes through `services`."""
+    """One OS build, from upload to retirement; its status changes only through
+    `audit.build_transition` (see BUILD_TRANSITIONS)."""
 
     name = models.CharField(_("name"), max_length=64, unique=True)
     compression = models.CharField(_("compression"), max_length=4, choices=Compression.choices)

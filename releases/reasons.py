@@ -25,7 +25,6 @@ MESSAGES = {
     ),
     "file_missing": _("The %(field)s file is missing."),
     "file_empty": _("The %(field)s file “%(file)s” is empty."),
-    "file_not_found": _("%(file)s was not found."),
     "too_large": _("The build archive is larger than the limit of %(limit)s bytes."),
     "upload_io_error": _(
         "The portal could not store the upload (%(error)s); nothing was kept. Tell the "

@@ -1,8 +1,10 @@
-"""Every write to builds, their files and their audit trail goes through here.
+"""The build pipeline: upload → validation → publication, and the sweep that restarts it.
 
-Views, the API, tasks and management commands all call these functions. Each state change
-is a conditional UPDATE (so a redelivered task or a double click does nothing) plus an
-audit row in the same transaction; follow-up work is enqueued only after commit.
+Views, the API, tasks and management commands call these functions; they assume an
+authorised caller (`access`). Each state change is `audit.build_transition` (a conditional
+UPDATE, so a redelivered task or a double click does nothing, with its audit row in the same
+transaction); follow-up work is enqueued only after commit. What is offered to laptops is
+`offers` and `deploy`; builds that older checks let through are `recheck`.
 """
 
 import logging

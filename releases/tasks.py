@@ -1,6 +1,6 @@
-"""Celery tasks: a thin interface to `services`. They take ids, re-fetch, and let the
-service's conditional claim decide whether there is anything to do, so a redelivered
-message is harmless."""
+"""Celery tasks: a thin interface to `services`, `deploy` and `recheck`. They take ids,
+re-fetch, and let the service's conditional claim decide whether there is anything to do, so
+a redelivered message is harmless."""
 
 from datetime import timedelta
 from pathlib import Path

@@ -1,5 +1,4 @@
 from django import template
-from django.template.defaultfilters import filesizeformat
 
 register = template.Library()
 
@@ -10,14 +9,6 @@ def errors_for(errors, field):
     if not errors:
         return []
     return errors.get(field, [])
-
-
-@register.filter
-def bytes_label(value):
-    """A size as staff read it (1.2 GB) with the exact count kept for the title."""
-    if value is None:
-        return ""
-    return filesizeformat(value)
 
 
 @register.filter

@@ -12,8 +12,10 @@ import tarfile
 
 import pytest
 
-from releases.archive import ManifestEntry, read_manifest, scan_archive
+from releases.archive import ManifestEntry, scan_archive
 from releases.reasons import Refused
+
+from ..manifest import read_manifest
 
 BIG = 1 << 40
 COMPRESSIONS = ["bz2", "xz", "lzma"]

@@ -34,6 +34,7 @@ from releases import archive
 from releases.reasons import Refused
 
 from .. import schoolserver
+from ..manifest import read_manifest
 
 # At least 500 generated archives a CI run (issue 9); `HYPOTHESIS_EXAMPLES` raises it.
 EXAMPLES = int(os.environ.get("HYPOTHESIS_EXAMPLES", "1000"))
@@ -232,7 +233,7 @@ def check(tmp_path, items, fmt, how, extension, allow_devices):
     assert served.ok, f"portal accepted, school server failed: {served.problem}"
     expected = f"versions/pristine/{scan.pristine_id}" if scan.pristine_id else ""
     assert served.served == expected
-    entries = list(archive.read_manifest(scan.manifest))
+    entries = list(read_manifest(scan.manifest))
     if any(e.type == "f" and not e.mode & 0o400 for e in entries):
         # Unpacked, but the server's rsync user cannot read it back: listed on the build page.
         event("accepted with a file the server user cannot read")

@@ -13,11 +13,11 @@ import tarfile
 import pytest
 from django.conf import settings
 
-from releases import archive
 from releases.models import BuildManifest
 
 from .. import schoolserver
 from ..factories import compress
+from ..manifest import read_manifest
 
 P = "versions/pristine/21021"
 
@@ -78,7 +78,7 @@ def taken_by_school_server(build):
     assert schoolserver.md5_check(folder, build.tarball_name)
     served = schoolserver.unpack(folder / build.tarball_name)
     assert served.ok, served.problem
-    entries = list(archive.read_manifest(BuildManifest.objects.get(build=build).data))
+    entries = list(read_manifest(BuildManifest.objects.get(build=build).data))
     return served, entries
 
 

@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from releases.archive import ManifestEntry, read_manifest, scan_archive
+from releases.archive import ManifestEntry, scan_archive
 from tests import schoolserver
 from tests.schoolserver import compare, compare_with_manifest, md5_check, unpack
+
+from ..manifest import read_manifest
 
 # Missing tools fail the whole module loudly instead of skipping it.
 schoolserver.check_tools()
