@@ -7,6 +7,8 @@ the build, changing nothing else. Taking such a build away is an approver's deci
 `build_recall` withdraws it from updates.cfg and queues `build_remove_files`, which takes its
 files out of the puppet content folder (`.name` first, so school servers stop picking it up
 before the rest goes) and retires it. Nothing is ever removed automatically.
+
+Callers authorise (`access`: only approvers recall); these functions assume they did.
 """
 
 from __future__ import annotations
