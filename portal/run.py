@@ -30,7 +30,7 @@ def main() -> int:
     from django.contrib.auth import get_user_model
     from django.core.management import call_command
 
-    from portal.management.commands.seed_demo import DEMO_USERS
+    from portal.demo import DEMO_USERS
 
     settings.PORTAL_DATA_DIR.mkdir(parents=True, exist_ok=True)
     call_command("migrate", interactive=False, verbosity=0)

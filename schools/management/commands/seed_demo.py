@@ -4,16 +4,8 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from portal import roles
+from portal.demo import DEMO_USERS
 from schools.models import SchoolServer
-
-# username, password, role (None: superuser). Printed by `make run`.
-DEMO_USERS = [
-    ("uploader", "uploader-demo", roles.UPLOADERS),
-    ("approver", "approver-demo", roles.APPROVERS),
-    ("coordinator", "coordinator-demo", roles.COORDINATORS),
-    ("admin", "admin-demo", None),
-]
 
 DEMO_SERVERS = [
     ("xs-caacupe-1.local", "Escuela Básica 1234 Caacupé", "Cordillera"),
