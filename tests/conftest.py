@@ -92,7 +92,7 @@ def start_worker(transactional_db, tmp_path):
                 "portal",
                 "worker",
                 "-Q",
-                "default,mothership",
+                django_settings.TEST_WORKER_QUEUES,
                 "--pool",
                 "solo",
                 "--without-mingle",

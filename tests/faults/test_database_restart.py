@@ -335,7 +335,7 @@ def test_a_build_validating_while_the_database_restarts_is_published_after_it(
     with open(log_path, "wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q",
-             "default,mothership", "--pool", "solo", "--without-mingle", "--without-gossip",
+             settings.TEST_WORKER_QUEUES, "--pool", "solo", "--without-mingle", "--without-gossip",
              "-n", f"restart-{os.getpid()}@%h", "--loglevel", "INFO"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
