@@ -46,11 +46,48 @@ class PromotionPreview:
     coverage: object
     needs_reason: bool
     problem: str = ""
+    # Why this approver cannot promote this build at all (shown instead of the form).
+    blocker: Refused | None = None
 
 
-def promotion_preview(*, build: Build, priority: str) -> PromotionPreview:
+def promotion_blocker(*, build: Build, acting_user) -> Refused | None:
+    """Why `acting_user` cannot promote `build` whatever they fill in, or None: their own
+    build (four-eyes), not published, flagged by the recheck, no contents hash. The build
+    page shows it beside a disabled Promote button; `build_promote` raises it."""
+    if acting_user.pk == build.uploaded_by_id and not settings.ALLOW_SELF_APPROVAL:
+        return Refused("promote_own_build")
+    if build.status not in (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN):
+        return Refused("promote_not_published", status=build.get_status_display())
+    if build.recheck_code:
+        return Refused("promote_flagged", reason=build.recheck_detail)
+    if not build.contents_hash:
+        return Refused("promote_no_hash")
+    return None
+
+
+def _hash_clash(build: Build) -> Refused | None:
+    clash = OfferedEntry.objects.active().filter(section=build.contents_hash).first()
+    if clash:
+        return Refused("promote_duplicate_hash", section=clash.section, name=clash.name)
+    return None
+
+
+def promotion_preview(*, build: Build, acting_user, priority: str) -> PromotionPreview:
+    """The file as it would be, the coverage, and what blocks the promotion if anything
+    does (then no file is rendered: a build without a hash has no section to show)."""
     coverage = build_coverage(build)
     current = read_deployed_file() or ""
+    blocker = promotion_blocker(build=build, acting_user=acting_user) or _hash_clash(build)
+    if blocker is not None:
+        return PromotionPreview(
+            build=build,
+            current=current,
+            proposed=current,
+            diff="",
+            coverage=coverage,
+            needs_reason=_below_minimum(coverage),
+            blocker=blocker,
+        )
     try:
         proposed = render_current(extra=[_new_entry(build, priority)])
         updates_cfg.validate(proposed)
@@ -110,16 +147,11 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
     priority = priority or settings.OATSLITE_PRIORITIES[0]
     reason = (reason or "").strip()
     self_approval = acting_user.pk == build.uploaded_by_id
-    if self_approval and not settings.ALLOW_SELF_APPROVAL:
-        raise Refused("promote_own_build")
     with transaction.atomic():
         build = Build.objects.select_for_update().get(pk=build.pk)
-        if build.status not in (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN):
-            raise Refused("promote_not_published", status=build.get_status_display())
-        if build.recheck_code:
-            raise Refused("promote_flagged", reason=build.recheck_detail)
-        if not build.contents_hash:
-            raise Refused("promote_no_hash")
+        blocker = promotion_blocker(build=build, acting_user=acting_user)
+        if blocker is not None:
+            raise blocker
         if priority not in settings.OATSLITE_PRIORITIES:
             raise Refused(
                 "promote_priority",
@@ -133,9 +165,9 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
                 coverage=coverage.percent_label,
                 minimum=f"{settings.PROMOTION_MIN_COVERAGE:.0%}",
             )
-        clash = OfferedEntry.objects.active().filter(section=build.contents_hash).first()
-        if clash:
-            raise Refused("promote_duplicate_hash", section=clash.section, name=clash.name)
+        clash = _hash_clash(build)
+        if clash is not None:
+            raise clash
         entry = _new_entry(build, priority)
         try:
             updates_cfg.validate(render_current(extra=[entry]))

@@ -15,9 +15,9 @@ from portal import roles
 from portal.access import require_role
 
 from . import deploy, offers, recheck, services, updates_cfg
-from .access import get_build_for_user, get_deployment_for_user, may_edit
+from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
-from .models import Build, Deployment, DeploymentStatus, OfferedEntry
+from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
 from .reasons import Refused
 from .reasons import render as render_reason
 from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
@@ -77,7 +77,16 @@ def _build_context(request, name):
         "events": build.events.select_related("actor"),
         "hash_form": ContentsHashForm(),
         "can_edit": may_edit(request.user),
+        "promote_blocker": (
+            offers.promotion_blocker(build=build, acting_user=request.user)
+            if may_approve(request.user) and build.status in OFFERABLE_STATUSES
+            else None
+        ),
+        "can_promote": may_approve(request.user) and build.status in OFFERABLE_STATUSES,
     }
+
+
+OFFERABLE_STATUSES = (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN)
 
 
 @require_GET
@@ -151,7 +160,7 @@ def build_promote(request, name):
     priority = form.data.get("priority") or priorities[0]
     if priority not in priorities:
         priority = priorities[0]
-    preview = offers.promotion_preview(build=build, priority=priority)
+    preview = offers.promotion_preview(build=build, acting_user=request.user, priority=priority)
     return render(
         request,
         "releases/build_promote.html",
@@ -159,8 +168,6 @@ def build_promote(request, name):
             "build": build,
             "form": form,
             "preview": preview,
-            "own_build": build.uploaded_by_id == request.user.pk
-            and not settings.ALLOW_SELF_APPROVAL,
             "min_coverage": settings.PROMOTION_MIN_COVERAGE,
         },
         status=400 if request.method == "POST" else 200,

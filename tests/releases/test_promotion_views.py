@@ -3,6 +3,7 @@ from django.urls import reverse
 
 from releases import deploy, offers
 from releases.models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
+from releases.reasons import Refused
 
 from ..factories import PASSWORD
 
@@ -132,3 +133,43 @@ def test_rolling_back_from_the_deployment_page(client, cast, build):
     )
     assert response.status_code == 302
     assert deploy.apply_deployments().content == first.content
+
+
+# --- What blocks a promotion is said before anyone tries ---------------------------------
+
+
+def without_hash(build):
+    Build.objects.filter(pk=build.pk).update(contents_hash="", contents_hash_source="")
+    build.refresh_from_db()
+    return build
+
+
+@pytest.mark.parametrize("case", ["no hash", "own build"])
+def test_the_build_page_shows_promote_disabled_with_the_reason(client, cast, published, case):
+    build = without_hash(published()) if case == "no hash" else published(uploader=cast.root)
+    user = cast.carol if case == "no hash" else cast.root
+    body = login(client, user).get(reverse("releases:build_detail", args=[build.name]))
+    body = body.content.decode()
+    assert 'id="promote-link"' not in body
+    assert 'id="promote-blocked" disabled' in body
+    code = "promote_no_hash" if case == "no hash" else "promote_own_build"
+    why = Refused(code).message
+    assert f'<span class="help" id="promote-blocked-why">{why}</span>' in body
+
+
+def test_the_promote_page_of_a_build_without_a_hash_says_so_and_shows_no_parser_error(
+    client, cast, published
+):
+    build = without_hash(published())
+    response = login(client, cast.carol).get(reverse("releases:build_promote", args=[build.name]))
+    body = response.content.decode()
+    assert response.status_code == 200
+    assert Refused("promote_no_hash").message in body
+    assert "section header" not in body and 'id="promote-diff"' not in body
+    assert 'id="confirm-promotion"' not in body
+
+
+def test_an_approver_sees_an_enabled_promote_link_for_a_promotable_build(client, cast, build):
+    body = login(client, cast.carol).get(reverse("releases:build_detail", args=[build.name]))
+    assert 'id="promote-link"' in body.content.decode()
+    assert 'id="promote-blocked"' not in body.content.decode()
