@@ -29,12 +29,12 @@ class AuditAction(models.TextChoices):
 
 
 def audit(
-    *, action: AuditAction, actor=None, build=None, code="", params=None, **statuses
+    *, action: AuditAction, actor=None, build=None, build_id=None, code="", params=None, **statuses
 ) -> AuditEvent:
-    """One audit row. `from_status`/`to_status` are for STATUS rows, which only
-    `build_transition` writes."""
+    """One audit row (about `build`, or the build `build_id`, or none). `from_status` and
+    `to_status` are for STATUS rows, which only `build_transition` writes."""
     return AuditEvent.objects.create(
-        build=build,
+        build_id=build.pk if build is not None else build_id,
         actor=actor,
         action=AuditAction(action),
         code=code,

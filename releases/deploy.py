@@ -72,6 +72,25 @@ def read_deployed_file() -> str | None:
         return None
 
 
+def waiting_reason(entry_ids) -> str:
+    """Why entries the database offers are not in updates.cfg yet ("" when they all are):
+    stopped by a hand edit, or a deployment still to run."""
+    last = Deployment.objects.last_deployed()
+    if set(entry_ids) <= set(last.active_ids if last else ()):
+        return ""
+    latest = Deployment.objects.order_by("-id").first()
+    if latest is not None and latest.status == DeploymentStatus.DRIFT:
+        return render("offer_waiting_drift")
+    return render("offer_waiting_deploy")
+
+
+def undeployed_entry_ids() -> set[int]:
+    """Active entries that the last successful deployment did not write."""
+    last = Deployment.objects.last_deployed()
+    active = set(OfferedEntry.objects.active().values_list("pk", flat=True))
+    return active - set(last.active_ids if last else ())
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

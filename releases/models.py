@@ -401,6 +401,7 @@ class DeploymentAction(models.TextChoices):
     ROLLBACK = "rollback", _("Rollback")
     OVERWRITE = "overwrite", _("Overwrite of hand edits")
     IMPORT = "import", _("Import of the hand-written file")
+    REAPPLY = "reapply", _("Requests kept over an imported file")
 
 
 class DeploymentQuerySet(models.QuerySet):

@@ -296,14 +296,35 @@ def updates_cfg_import(*, text: str, acting_user) -> Deployment:
     are kept as legacy entries. Each keeps its exact text, so the file renders unchanged.
 
     The text is what oatslite runs now, so it is recorded as deployed without writing or
-    restarting anything."""
+    restarting anything. Approvers' requests that never reached the file (a promotion or a
+    withdrawal after the last deployment, stopped by the hand edit) are not dropped: they
+    are kept over the imported file, named in the history, and deployed by a follow-up
+    request (`DeploymentAction.REAPPLY`)."""
     parsed = updates_cfg.parse(text)
     updates_cfg.validate(text)
     with transaction.atomic():
         state = OatsliteState.get()
         state.preamble = parsed.preamble
         state.save(update_fields=["preamble"])
-        previous = set(OfferedEntry.objects.filter(active=True).values_list("pk", flat=True))
+        last_deployed = Deployment.objects.last_deployed()
+        on_disk = set(last_deployed.active_ids) if last_deployed else set()
+        sections = {entry.section for entry in parsed.entries}
+        active = list(OfferedEntry.objects.select_for_update().filter(active=True))
+        # Promoted since the last deployment, and not in the file: the approver's still.
+        kept = [
+            row
+            for row in active
+            if row.build_id and row.pk not in on_disk and row.section not in sections
+        ]
+        # Withdrawn since the last deployment, but the file still offers it.
+        withdrawn = {
+            row.section: row
+            for row in OfferedEntry.objects.filter(
+                pk__in=on_disk, active=False, build__isnull=False
+            )
+            if row.section in sections
+        }
+        previous = {row.pk for row in active} - {row.pk for row in kept}
         OfferedEntry.objects.filter(pk__in=previous).update(
             active=False, withdrawn_at=timezone.now()
         )
@@ -327,9 +348,20 @@ def updates_cfg_import(*, text: str, acting_user) -> Deployment:
                 )
             )
         ids = [row.pk for row in created]
+        # The kept promotions go below the imported entries, as new promotions always do.
+        for offset, row in enumerate(kept, start=last + len(created) + 1):
+            OfferedEntry.objects.filter(pk=row.pk).update(position=offset)
+        again_withdrawn = [row.pk for row in created if row.section in withdrawn]
         builds_follow_entries(set(ids) | previous, actor=acting_user, code="imported")
-        audit(actor=acting_user, action=AuditAction.IMPORT_CFG, code="imported")
-        return Deployment.objects.create(
+        kept_names = sorted(row.name for row in kept)
+        withdrawn_names = sorted(row.name for row in withdrawn.values())
+        audit(
+            actor=acting_user,
+            action=AuditAction.IMPORT_CFG,
+            code="imported",
+            params={"kept": kept_names, "withdrawn": withdrawn_names},
+        )
+        deployment = Deployment.objects.create(
             action=DeploymentAction.IMPORT,
             requested_by=acting_user,
             changes={"activated": ids, "deactivated": sorted(previous)},
@@ -341,6 +373,33 @@ def updates_cfg_import(*, text: str, acting_user) -> Deployment:
             restart_skipped=True,
             finished_at=timezone.now(),
         )
+        if kept or again_withdrawn:
+            params = {
+                "promoted": ", ".join(kept_names) or "-",
+                "withdrawn": ", ".join(withdrawn_names) or "-",
+            }
+            OfferedEntry.objects.filter(pk__in=again_withdrawn).update(
+                active=False, withdrawn_at=timezone.now()
+            )
+            builds_follow_entries(
+                again_withdrawn, actor=acting_user, code="kept_over_import", params=params
+            )
+            for row in kept:
+                audit(
+                    build_id=row.build_id,
+                    actor=acting_user,
+                    action=AuditAction.NOTE,
+                    code="kept_over_import",
+                    params=params,
+                )
+            _queue(
+                action=DeploymentAction.REAPPLY,
+                actor=acting_user,
+                reason=render("kept_over_import", params),
+                activated=[row.pk for row in kept],
+                deactivated=again_withdrawn,
+            )
+        return deployment
 
 
 def overwrite_drift(*, acting_user) -> Deployment:

@@ -192,6 +192,15 @@ MESSAGES = {
     ),
     # Promotion and deployments.
     "promote_not_approver": _("Only approvers may change what is offered to the laptops."),
+    "offer_waiting_drift": _(
+        "Waiting: updates.cfg was edited by hand, so nothing is written until an approver "
+        "imports or overwrites the hand edits (updates.cfg deployments page)."
+    ),
+    "offer_waiting_deploy": _("Waiting for updates.cfg to be written and oatslite restarted."),
+    "kept_over_import": _(
+        "Kept over the imported file, since they never reached it: promoted %(promoted)s; "
+        "withdrawn %(withdrawn)s."
+    ),
     "promote_own_build": _(
         "You uploaded this build, so another approver must promote it (four-eyes rule)."
     ),

@@ -83,6 +83,11 @@ def _build_context(request, name):
             else None
         ),
         "can_promote": may_approve(request.user) and build.status in OFFERABLE_STATUSES,
+        "offer_waiting": (
+            deploy.waiting_reason(build.offers.filter(active=True).values_list("pk", flat=True))
+            if build.status == BuildStatus.OFFERED
+            else ""
+        ),
     }
 
 
@@ -221,6 +226,8 @@ def deployment_list(request):
             "last": last,
             "drift": latest if latest and latest.status == DeploymentStatus.DRIFT else None,
             "offered": OfferedEntry.objects.active().select_related("build"),
+            "waiting": deploy.undeployed_entry_ids(),
+            "waiting_reason": deploy.waiting_reason(deploy.undeployed_entry_ids()),
             "stop_form": StopAllForm(),
         },
     )

@@ -14,6 +14,7 @@ from releases.models import (
     Build,
     BuildStatus,
     Deployment,
+    DeploymentAction,
     DeploymentStatus,
     OfferedEntry,
 )
@@ -273,6 +274,58 @@ def test_importing_a_hand_written_file_keeps_every_entry_and_renders_it_unchange
     deployment = deploy.apply_deployments()
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert oatslite.read_text().startswith(HAND_WRITTEN + "\n[")
+
+
+def test_a_promotion_stopped_by_a_hand_edit_survives_the_import_of_the_hand_edits(
+    cast, published, oatslite
+):
+    first, second = published(), published()
+    promote(first, cast.carol)
+    deploy.apply_deployments()
+    oatslite.write_text(oatslite.read_text() + "\n[handmade]\nname = x\npriority = normal\n")
+    promote(second, cast.carol)
+    assert deploy.apply_deployments().status == DeploymentStatus.DRIFT
+
+    imported = offers.updates_cfg_import(text=oatslite.read_text(), acting_user=cast.carol)
+
+    second.refresh_from_db()
+    assert second.status == BuildStatus.OFFERED
+    assert second.events.filter(action="note", code="kept_over_import").exists()
+    reapply = Deployment.objects.get(action=DeploymentAction.REAPPLY)
+    assert reapply.status == DeploymentStatus.PENDING and second.name in reapply.reason
+    assert imported.status == DeploymentStatus.SUCCEEDED
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    text = oatslite.read_text()
+    assert "[handmade]" in text and f"name = {first.name}" in text
+    # Below everything else, as a new promotion.
+    assert text.index("[handmade]") < text.index(f"name = {second.name}")
+    assert text.index(f"name = {first.name}") < text.index(f"name = {second.name}")
+
+
+def test_a_withdrawal_stopped_by_a_hand_edit_survives_the_import_of_the_hand_edits(
+    cast, published, oatslite
+):
+    build = published()
+    promote(build, cast.carol)
+    deploy.apply_deployments()
+    oatslite.write_text(oatslite.read_text() + "\n[handmade]\nname = x\npriority = normal\n")
+    offers.build_withdraw(build=build, acting_user=cast.carol)
+    assert deploy.apply_deployments().status == DeploymentStatus.DRIFT
+
+    offers.updates_cfg_import(text=oatslite.read_text(), acting_user=cast.carol)
+
+    build.refresh_from_db()
+    assert build.status == BuildStatus.WITHDRAWN
+    assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
+    assert "[handmade]" in oatslite.read_text()
+    assert build.name not in oatslite.read_text()
+
+
+def test_an_import_with_nothing_pending_queues_nothing(cast, published, oatslite):
+    promote(published(), cast.carol)
+    deploy.apply_deployments()
+    offers.updates_cfg_import(text=oatslite.read_text(), acting_user=cast.carol)
+    assert not Deployment.objects.filter(status=DeploymentStatus.PENDING).exists()
 
 
 def test_an_imported_entry_for_a_known_build_marks_it_offered(cast, published):
