@@ -23,6 +23,11 @@ from .reasons import render as render_reason
 from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
 
 
+# A message about work the live status then reports ("validation has started"): once the
+# build is done it would contradict the page (green beside a red "invalid"), so it goes.
+LIVE = "live"
+
+
 @require_GET
 def build_list(request):
     builds = Build.objects.with_people().defer("status_params")
@@ -54,7 +59,9 @@ def _build_upload(request):
     if build is None:
         return _upload_refused(request, errors)
     messages.success(
-        request, _("Build %(name)s received; validation has started.") % {"name": build.name}
+        request,
+        _("Build %(name)s received; validation has started.") % {"name": build.name},
+        extra_tags=LIVE,
     )
     url = reverse("releases:build_detail", args=[build.name])
     if request.htmx:
@@ -94,15 +101,25 @@ def _build_context(request, name):
 OFFERABLE_STATUSES = (BuildStatus.PUBLISHED, BuildStatus.WITHDRAWN)
 
 
+def _still_live(build) -> bool:
+    return build.is_working or build.status == BuildStatus.VALID
+
+
 @require_GET
 def build_detail(request, name):
-    return render(request, "releases/build_detail.html", _build_context(request, name))
+    context = _build_context(request, name)
+    if not _still_live(context["build"]):
+        context["messages"] = [m for m in messages.get_messages(request) if LIVE not in m.tags]
+    return render(request, "releases/build_detail.html", context)
 
 
 @require_GET
 def build_status(request, name):
-    """The live part of the build page, polled while the build is being worked on."""
-    return render(request, "releases/_build_status.html", _build_context(request, name))
+    """The live part of the build page, polled while the build is being worked on; when the
+    work ends it also clears the messages about that work (out of band)."""
+    context = _build_context(request, name)
+    context["clear_live_messages"] = not _still_live(context["build"])
+    return render(request, "releases/_build_status.html", context)
 
 
 @require_POST
@@ -131,7 +148,7 @@ def build_retry(request, name):
     except Refused as refusal:
         messages.error(request, refusal.message)
     else:
-        messages.success(request, _("Publication queued again."))
+        messages.success(request, _("Publication queued again."), extra_tags=LIVE)
     return redirect("releases:build_detail", name=build.name)
 
 

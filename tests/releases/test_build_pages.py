@@ -312,3 +312,28 @@ def test_it_shows_a_build_page_with_its_history_in_a_few_queries(
     with django_assert_max_num_queries(6):
         response = client.get(page_urls(build.name)["detail"])
     assert response.content.decode().count("<time ") == 5
+
+
+# --- Messages the live status overtakes -----------------------------------------------------
+
+
+@pytest.mark.parametrize(("then", "shown"), [(None, True), (BuildStatus.PUBLISHED, False)])
+def test_a_message_about_work_goes_once_the_work_is_done(as_user, upload, then, shown):
+    build = upload(status=BuildStatus.PUBLISH_FAILED)
+    client = as_user("alice")
+    client.post(retry_url(build))
+    if then:  # a fast worker finished before the page was shown
+        Build.objects.filter(pk=build.pk).update(status=then)
+    html = client.get(page_urls(build.name)["detail"]).content.decode()
+    assert ("Publication queued again." in html) is shown
+    assert '<ul class="messages" id="live-messages">' in html
+
+
+@pytest.mark.parametrize(
+    ("status", "cleared"), [(BuildStatus.VALIDATING, False), (BuildStatus.INVALID, True)]
+)
+def test_the_poll_clears_the_live_messages_when_the_work_ends(as_user, upload, status, cleared):
+    build = upload(status=status)
+    response = as_user("dave").get(page_urls(build.name)["status"], HTTP_HX_REQUEST="true")
+    oob = '<ul class="messages" id="live-messages" hx-swap-oob="true"></ul>'
+    assert (oob in response.content.decode()) is cleared

@@ -38,7 +38,7 @@ def test_an_approver_recalls_a_build_that_would_break_school_servers(
     page.screenshot(path=str(tmp_path / "recall.png"), full_page=True)
     page.click("#recall-button")
     page.wait_for_selector(".message")
-    assert "retirada" in page.locator(".messages").inner_text()
+    assert "retirada" in page.locator(".message").inner_text()
 
     # The worker's part (queue mothership), as a worker would run it.
     assert recheck.build_remove_files(build_id=build.pk)

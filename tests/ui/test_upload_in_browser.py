@@ -85,6 +85,7 @@ def test_an_uploader_sends_a_build_and_watches_it_get_published(
     page.wait_for_url(f"{live_server.url}/builds/{name}/")
     assert page.locator("#build-state").inner_text() == "Subida"
     assert "Esperando un worker" in page.locator(".progress-block").inner_text()
+    assert "comenzó la validación" in page.locator("#live-messages").inner_text()
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
 
@@ -95,6 +96,8 @@ def test_an_uploader_sends_a_build_and_watches_it_get_published(
     assert build.status == BuildStatus.PUBLISHED
     assert page.locator("#build-state").inner_text() == "Publicada"
     assert "Historial" in page.content()
+    # "Validation has started" is overtaken by the state it led to: the poll cleared it.
+    assert page.locator("#live-messages li").count() == 0
 
     assert len(seen) >= 2 and seen[-1] == 100 and min(seen) < 100, seen
     page.screenshot(path=str(tmp_path / "build-page.png"), full_page=True)
