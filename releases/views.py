@@ -22,7 +22,6 @@ from .reasons import Refused
 from .reasons import render as render_reason
 from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
 
-
 # A message about work the live status then reports ("validation has started"): once the
 # build is done it would contradict the page (green beside a red "invalid"), so it goes.
 LIVE = "live"
