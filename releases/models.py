@@ -461,5 +461,17 @@ class Deployment(models.Model):
         return f"#{self.pk} {self.action} {self.status}"
 
     @property
+    def entry_changes(self) -> dict:
+        """The names of the entries this request added to and removed from what is offered
+        (what a rollback restored, what a withdrawal or a stop removed)."""
+        ids = {
+            "added": self.changes.get("activated", []),
+            "removed": self.changes.get("deactivated", []),
+        }
+        wanted = [pk for group in ids.values() for pk in group]
+        names = dict(OfferedEntry.objects.filter(pk__in=wanted).values_list("pk", "name"))
+        return {key: [names.get(pk) or f"#{pk}" for pk in group] for key, group in ids.items()}
+
+    @property
     def is_final(self) -> bool:
         return self.status not in (DeploymentStatus.PENDING, DeploymentStatus.RUNNING)

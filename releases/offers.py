@@ -214,8 +214,10 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
         )
 
 
-def build_withdraw(*, build: Build, acting_user) -> Deployment:
-    """Stop offering one build: its entry leaves updates.cfg."""
+def build_withdraw(*, build: Build, acting_user, reason: str = "") -> Deployment:
+    """Stop offering one build: its entry leaves updates.cfg. The console and the command
+    line ask for the `reason`; it is kept on the deployment and in the build's history."""
+    reason = (reason or "").strip()
     with transaction.atomic():
         entries = list(OfferedEntry.objects.select_for_update().filter(build=build, active=True))
         if not entries:
@@ -227,10 +229,15 @@ def build_withdraw(*, build: Build, acting_user) -> Deployment:
             from_statuses=[BuildStatus.OFFERED],
             to=BuildStatus.WITHDRAWN,
             actor=acting_user,
-            code="withdrawn",
+            code="withdrawn_because" if reason else "withdrawn",
+            params={"reason": reason} if reason else None,
         )
         return _queue(
-            action=DeploymentAction.WITHDRAW, actor=acting_user, build=build, deactivated=ids
+            action=DeploymentAction.WITHDRAW,
+            actor=acting_user,
+            build=build,
+            reason=reason,
+            deactivated=ids,
         )
 
 
@@ -264,10 +271,14 @@ def offers_stop_all(*, acting_user, reason: str = "") -> Deployment:
         return deployment
 
 
-def deployment_rollback(*, deployment: Deployment, acting_user) -> Deployment:
-    """Go back to what an earlier successful deployment offered, through the same path."""
+def deployment_rollback(*, deployment: Deployment, acting_user, reason: str = "") -> Deployment:
+    """Go back to what an earlier successful deployment offered, through the same path. The
+    console asks for the `reason`; the new deployment keeps it and what it restores."""
     if deployment.status != DeploymentStatus.SUCCEEDED:
         raise Refused("rollback_not_deployed")
+    last = Deployment.objects.last_deployed()
+    if last is not None and last.pk == deployment.pk:
+        raise Refused("rollback_on_disk", deployment=deployment.pk)
     with transaction.atomic():
         wanted = set(deployment.active_ids)
         current = set(OfferedEntry.objects.filter(active=True).values_list("pk", flat=True))
@@ -284,7 +295,7 @@ def deployment_rollback(*, deployment: Deployment, acting_user) -> Deployment:
         return _queue(
             action=DeploymentAction.ROLLBACK,
             actor=acting_user,
-            reason=f"#{deployment.pk}",
+            reason=(reason or "").strip() or f"#{deployment.pk}",
             activated=sorted(activate),
             deactivated=sorted(deactivate),
         )

@@ -197,6 +197,10 @@ MESSAGES = {
         "imports or overwrites the hand edits (updates.cfg deployments page)."
     ),
     "offer_waiting_deploy": _("Waiting for updates.cfg to be written and oatslite restarted."),
+    "rollback_on_disk": _(
+        "Deployment #%(deployment)s is the updates.cfg on disk now; there is nothing to go back to."
+    ),
+    "reason_required": _("Write why (it is kept in the history)."),
     "kept_over_import": _(
         "Kept over the imported file, since they never reached it: promoted %(promoted)s; "
         "withdrawn %(withdrawn)s."
@@ -239,6 +243,7 @@ MESSAGES = {
     "promoted_self": _("Promoted by its own uploader (ALLOW_SELF_APPROVAL is on)."),
     "coverage_override": _("Promoted below the coverage minimum: %(reason)s"),
     "withdrawn": _("Withdrawn from updates.cfg."),
+    "withdrawn_because": _("Withdrawn from updates.cfg: %(reason)s"),
     "stopped_all": _("Everything stopped being offered (emergency stop)."),
     "rolled_back": _("Restored to the updates.cfg of deployment #%(deployment)s."),
     "imported": _("Imported from the hand-written updates.cfg."),

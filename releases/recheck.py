@@ -81,7 +81,7 @@ def build_recall(*, build: Build, acting_user, reason: str) -> None:
         if row.status not in RECALLABLE_STATUSES:
             raise Refused("recall_not_published", status=row.get_status_display())
         if row.status == BuildStatus.OFFERED:
-            offers.build_withdraw(build=row, acting_user=acting_user)
+            offers.build_withdraw(build=row, acting_user=acting_user, reason=reason)
         Build.objects.filter(pk=row.pk).update(recalled_at=timezone.now())
         params = {"reason": reason}
         audit(

@@ -195,11 +195,20 @@ def build_promote(request, name):
     )
 
 
+def _required_reason(request) -> str:
+    """The written reason an action that takes something away from the laptops needs."""
+    reason = request.POST.get("reason", "").strip()
+    if not reason:
+        raise Refused("reason_required")
+    return reason[:2000]
+
+
 @require_POST
 def build_withdraw(request, name):
     build = get_build_for_user(request, name, approve=True)
     try:
-        deployment = offers.build_withdraw(build=build, acting_user=request.user)
+        reason = _required_reason(request)
+        deployment = offers.build_withdraw(build=build, acting_user=request.user, reason=reason)
     except Refused as refusal:
         messages.error(request, refusal.message)
         return redirect("releases:build_detail", name=build.name)
@@ -256,7 +265,8 @@ def _deployment_context(request, pk):
         pk,
         queryset=Deployment.objects.select_related("requested_by", "build", "coalesced_into"),
     )
-    return {"deployment": deployment}
+    last = Deployment.objects.last_deployed()
+    return {"deployment": deployment, "on_disk": last is not None and last.pk == deployment.pk}
 
 
 @require_GET
@@ -273,7 +283,9 @@ def deployment_status(request, pk):
 def deployment_rollback(request, pk):
     target = get_deployment_for_user(request, pk, approve=True)
     try:
-        deployment = offers.deployment_rollback(deployment=target, acting_user=request.user)
+        deployment = offers.deployment_rollback(
+            deployment=target, acting_user=request.user, reason=_required_reason(request)
+        )
     except Refused as refusal:
         messages.error(request, refusal.message)
         return redirect("releases:deployment_detail", pk=target.pk)

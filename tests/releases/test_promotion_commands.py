@@ -57,7 +57,7 @@ def test_only_approvers_promote_or_withdraw(published, cast, who, command):
     """Commands authorise `--by` as views authorise the request (services assume it)."""
     build = published(uploader=cast.bob)
     with pytest.raises(CommandError) as caught:
-        call_command(command, build.name, "--by", who)
+        call_command(command, build.name, "--by", who, "--reason", "x")
     with translation.override("en"):
         assert str(caught.value) == render("promote_not_approver")
     build.refresh_from_db()
@@ -69,7 +69,7 @@ def test_promote_and_withdraw_queue_deployments(cast, published, capsys):
     call_command("promote", build.name, "--by", "carol", "--reason", "pilot")
     assert "promoted" in capsys.readouterr().out
     deploy.apply_deployments()
-    call_command("withdraw", build.name, "--by", "carol")
+    call_command("withdraw", build.name, "--by", "carol", "--reason", "pilot over")
     assert deploy.apply_deployments().status == DeploymentStatus.SUCCEEDED
     build.refresh_from_db()
     assert build.status == BuildStatus.WITHDRAWN

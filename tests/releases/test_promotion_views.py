@@ -3,9 +3,13 @@ from django.urls import reverse
 
 from releases import deploy, offers
 from releases.models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
-from releases.reasons import Refused
+from releases.reasons import Refused, render
 
 from ..factories import PASSWORD
+
+
+def deployment_url(deployment):
+    return reverse("releases:deployment_detail", args=[deployment.pk])
 
 
 def login(client, user):
@@ -71,9 +75,25 @@ def test_confirming_without_a_reason_explains_the_coverage_gate(client, cast, bu
 def test_withdrawing_from_the_build_page(client, cast, build):
     offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     deploy.apply_deployments()
-    response = login(client, cast.carol).post(reverse("releases:build_withdraw", args=[build.name]))
+    response = login(client, cast.carol).post(
+        reverse("releases:build_withdraw", args=[build.name]), {"reason": "breaks wifi"}
+    )
     assert response.status_code == 302
-    assert Build.objects.get(pk=build.pk).status == BuildStatus.WITHDRAWN
+    build.refresh_from_db()
+    assert build.status == BuildStatus.WITHDRAWN
+    assert build.status_detail == render("withdrawn_because", {"reason": "breaks wifi"})
+    assert Deployment.objects.get(action="withdraw").reason == "breaks wifi"
+
+
+def test_withdrawing_without_a_reason_is_refused_and_changes_nothing(client, cast, build):
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    deploy.apply_deployments()
+    response = login(client, cast.carol).post(
+        reverse("releases:build_withdraw", args=[build.name]), {"reason": "  "}, follow=True
+    )
+    assert render("reason_required") in response.content.decode()
+    assert Build.objects.get(pk=build.pk).status == BuildStatus.OFFERED
+    assert not Deployment.objects.filter(action="withdraw").exists()
 
 
 @pytest.mark.parametrize("who", ["alice", "dave", "eve"])
@@ -132,12 +152,34 @@ def test_rolling_back_from_the_deployment_page(client, cast, build):
     offers.build_promote(build=build, acting_user=cast.carol, reason="x")
     first = deploy.apply_deployments()
     offers.build_withdraw(build=build, acting_user=cast.carol)
-    deploy.apply_deployments()
-    response = login(client, cast.carol).post(
-        reverse("releases:deployment_rollback", args=[first.pk])
+    second = deploy.apply_deployments()
+    client = login(client, cast.carol)
+    # The one on disk offers no way back to itself; the earlier one asks for a reason.
+    assert 'id="on-disk"' in client.get(deployment_url(second)).content.decode()
+    page = client.get(deployment_url(first)).content.decode()
+    assert 'id="rollback-reason"' in page and 'id="on-disk"' not in page
+    refused = client.post(reverse("releases:deployment_rollback", args=[first.pk]), follow=True)
+    assert render("reason_required") in refused.content.decode()
+    assert not Deployment.objects.filter(action="rollback").exists()
+
+    response = client.post(
+        reverse("releases:deployment_rollback", args=[first.pk]), {"reason": "wifi fixed"}
     )
     assert response.status_code == 302
+    rollback = Deployment.objects.get(action="rollback")
+    assert rollback.reason == "wifi fixed"
+    assert rollback.entry_changes == {"added": [build.name], "removed": []}
     assert deploy.apply_deployments().content == first.content
+    page = client.get(deployment_url(rollback)).content.decode()
+    assert f'<dd id="deployment-added">{build.name}</dd>' in page
+
+
+def test_rolling_back_to_the_file_on_disk_is_refused(cast, build):
+    offers.build_promote(build=build, acting_user=cast.carol, reason="x")
+    on_disk = deploy.apply_deployments()
+    with pytest.raises(Refused) as caught:
+        offers.deployment_rollback(deployment=on_disk, acting_user=cast.carol, reason="x")
+    assert caught.value.code == "rollback_on_disk"
 
 
 # --- What blocks a promotion is said before anyone tries ---------------------------------
