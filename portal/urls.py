@@ -6,12 +6,13 @@ from django.views.generic import RedirectView
 from django.views.i18n import set_language
 
 from releases import api as releases_api
+from releases import views as releases_views
 from schools import api as schools_api
 
 from . import auth, views
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("", releases_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),

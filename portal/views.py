@@ -3,17 +3,12 @@ import os
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
-from django.shortcuts import redirect
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from .celery import app as celery_app
 
 PING_TIMEOUT = 1.0
-
-
-def home(request):
-    return redirect("releases:build_list")
 
 
 def _database_ok() -> tuple[bool, str]:

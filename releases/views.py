@@ -18,6 +18,7 @@ from . import deploy, offers, recheck, services, updates_cfg
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
+from .needs import needs_for
 from .reasons import Refused
 from .reasons import render as render_reason
 from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
@@ -25,6 +26,12 @@ from .receive import BODY_ERRORS, body_refused, receive_build, streamed_upload
 # A message about work the live status then reports ("validation has started"): once the
 # build is done it would contradict the page (green beside a red "invalid"), so it goes.
 LIVE = "live"
+
+
+@require_GET
+def home(request):
+    """What needs me: the landing page after login (see `needs`)."""
+    return render(request, "releases/home.html", {"needs": needs_for(request.user)})
 
 
 @require_GET

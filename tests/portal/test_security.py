@@ -79,7 +79,7 @@ ADMIN_MODELS = {
 }
 
 ACCESS = {
-    "": {"GET": page(EVERYONE), "POST": page(EVERYONE)},
+    "": {"GET": page(EVERYONE), "POST": page(None)},
     "healthz": {"GET": same("ok"), "POST": same("405")},
     "login/": {"GET": same("ok"), "POST": same("ok")},
     "logout/": {"GET": page(None), "POST": same("login")},
