@@ -122,6 +122,7 @@ MIDDLEWARE = [
     # Before anything that reads the database: a 503, not a 500, while it is away.
     "portal.resilience.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "portal.language.DeploymentLanguageMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -211,8 +212,17 @@ LOGOUT_REDIRECT_URL = "login"
 
 # --- Internationalisation -------------------------------------------------------------------
 
-LANGUAGE_CODE = "es"
 LANGUAGES = [("es", _("Spanish")), ("en", _("English"))]
+# The console's language for everyone who has not picked one in the menu, whatever their
+# browser says (`portal.language`).
+LANGUAGE_CODE = env.str("PORTAL_DEFAULT_LANGUAGE", default="es")
+if LANGUAGE_CODE not in dict(LANGUAGES):
+    raise ImproperlyConfigured(
+        f"PORTAL_DEFAULT_LANGUAGE must be one of {', '.join(dict(LANGUAGES))}, "
+        f"not {LANGUAGE_CODE!r}"
+    )
+# JSON endpoints, where a client's Accept-Language is still honoured.
+API_PATH_PREFIX = "/api/"
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 TIME_ZONE = env.str("TIME_ZONE", default="America/Asuncion")

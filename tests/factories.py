@@ -16,6 +16,17 @@ from releases.uploads import StagedFile
 PASSWORD = "correct horse battery staple"
 
 
+def english_client(**kwargs):
+    """A test client whose reader picked English in the menu (the browser's language is not
+    used outside the API: `portal.language`)."""
+    from django.conf import settings
+    from django.test import Client
+
+    client = Client(**kwargs)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    return client
+
+
 def make_user(username, *roles, superuser=False):
     user = get_user_model().objects.create_user(username=username, password=PASSWORD)
     if superuser:

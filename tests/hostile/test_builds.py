@@ -22,7 +22,7 @@ from django.utils import translation
 from portal.services import api_token_create
 from releases import services
 
-from ..factories import PASSWORD, make_user, stage, write_build
+from ..factories import PASSWORD, english_client, make_user, stage, write_build
 from . import snapshot
 
 UPLOAD_URL = "/upload/"
@@ -313,7 +313,7 @@ def assert_says(messages, fragments):
 
 
 def send_form(files, case, alice):
-    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client = english_client()
     assert client.login(username=alice.username, password=PASSWORD)
     before = snapshot.take()
     response = client.post(UPLOAD_URL, upload_data(files, case))
@@ -518,7 +518,7 @@ def test_a_bad_api_request_is_refused_with_its_reason_and_changes_nothing(
 ):
     for key, value in case.limits.items():
         setattr(settings, key, value)
-    client = Client(HTTP_ACCEPT_LANGUAGE="en", **headers_for(case, cast))
+    client = english_client(**headers_for(case, cast))
     send = getattr(client, case.method)
     before = snapshot.take()
     if case.body is None:
@@ -548,7 +548,7 @@ def test_a_bad_api_request_is_refused_with_its_reason_and_changes_nothing(
 def test_a_bad_upload_form_post_is_refused_and_changes_nothing(
     data, content_type, field, expect, cast
 ):
-    client = Client(HTTP_ACCEPT_LANGUAGE="en")
+    client = english_client()
     assert client.login(username="alice", password=PASSWORD)
     before = snapshot.take()
     if content_type == "application/x-www-form-urlencoded":
@@ -572,7 +572,7 @@ def test_a_body_the_csrf_check_cannot_read_is_refused_with_its_reason(case, cast
     be taken apart must still get the upload page and its reason, not a bare 400 or a 500."""
     for key, value in case.limits.items():
         setattr(settings, key, value)
-    client = Client(enforce_csrf_checks=True, HTTP_ACCEPT_LANGUAGE="en")
+    client = english_client(enforce_csrf_checks=True)
     assert client.login(username="alice", password=PASSWORD)
     client.get(UPLOAD_URL)  # the CSRF cookie, as a browser has it
     before = snapshot.take()

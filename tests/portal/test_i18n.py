@@ -65,3 +65,52 @@ def test_it_does_not_redirect_to_another_site_after_switching(csrf_client, db):
     response = switch_language(csrf_client, "en", "https://evil.example/")
     assert response.status_code == 302
     assert response["Location"] == "/"
+
+
+# --- The deployment's language wins over the browser's ------------------------------------
+
+
+def test_an_english_browser_gets_the_deployments_language(client, cast):
+    client.force_login(cast.alice)
+    page = client.get("/builds/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9")
+    assert page.headers["Content-Language"] == "es"
+
+
+def test_the_readers_own_choice_wins(client, cast):
+    client.force_login(cast.alice)
+    client.post(SET_LANGUAGE, {"language": "en", "next": "/builds/"})
+    page = client.get("/builds/", HTTP_ACCEPT_LANGUAGE="es")
+    assert page.headers["Content-Language"] == "en"
+
+
+def test_a_json_client_may_still_ask_with_accept_language(cast):
+    from portal.services import api_token_create
+
+    _token, key = api_token_create(user=cast.alice)
+    client = Client(HTTP_AUTHORIZATION=f"Token {key}", HTTP_ACCEPT_LANGUAGE="en")
+    response = client.get("/api/builds/nope/")
+    assert response.status_code == 404 and "No build is named" in response.json()["error"]
+
+
+def test_the_default_language_is_a_setting(tmp_path):
+    """PORTAL_DEFAULT_LANGUAGE, checked at start-up."""
+    import subprocess
+    import sys
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DJANGO_SECRET_KEY": "x",
+        "PORTAL_DATA_DIR": str(tmp_path),
+    }
+    code = "from django.conf import settings; print(settings.LANGUAGE_CODE)"
+    ok = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "PORTAL_DEFAULT_LANGUAGE": "en"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert ok.stdout.strip() == "en", ok.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "PORTAL_DEFAULT_LANGUAGE": "fr"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert bad.returncode != 0 and "PORTAL_DEFAULT_LANGUAGE must be one of es, en" in bad.stderr

@@ -15,7 +15,7 @@ from django.utils import timezone
 from portal.models import LoginAttempt, LoginLockout
 from releases.models import AuditEvent
 
-from ..factories import PASSWORD
+from ..factories import PASSWORD, english_client
 
 BACKEND = "tests.portal.test_login_throttle.CountingBackend"
 
@@ -56,7 +56,7 @@ def is_logged_in(client) -> bool:
 
 @pytest.fixture
 def client():
-    return Client(HTTP_ACCEPT_LANGUAGE="en")
+    return english_client()
 
 
 def test_it_refuses_further_attempts_without_checking_the_password(client, cast):

@@ -26,7 +26,7 @@ from releases.models import AuditEvent, Build, Deployment, OfferedEntry
 from schools.models import SchoolServer
 from schools.services import server_token_rotate
 
-from ..factories import PASSWORD, write_build
+from ..factories import PASSWORD, english_client, write_build
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -277,7 +277,7 @@ def outcome(response) -> str:
 
 
 def client_for(world, actor, **kwargs):
-    client = Client(HTTP_ACCEPT_LANGUAGE="en", **kwargs)
+    client = english_client(**kwargs)
     if actor != "anonymous":
         client.force_login(getattr(world.cast, actor))
     return client
