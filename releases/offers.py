@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from portal.humanize import percent
 from schools.selectors import build_coverage
 
 from . import deploy, updates_cfg
@@ -163,7 +164,7 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
             raise Refused(
                 "promote_reason_required",
                 coverage=coverage.percent_label,
-                minimum=f"{settings.PROMOTION_MIN_COVERAGE:.0%}",
+                minimum=percent(settings.PROMOTION_MIN_COVERAGE),
             )
         clash = _hash_clash(build)
         if clash is not None:

@@ -9,6 +9,8 @@ from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value,
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from portal.humanize import percent
+
 from .models import HELD_STATUSES, SchoolServer, SyncState
 
 MISSING_SHOWN = 200
@@ -39,7 +41,7 @@ class Coverage:
 
     @property
     def percent_label(self) -> str:
-        return "?" if self.share is None else f"{self.share:.0%}"
+        return percent(self.share)
 
 
 def _held(build):

@@ -1,5 +1,7 @@
 from django import template
 
+from portal.humanize import percent
+
 register = template.Library()
 
 
@@ -9,6 +11,12 @@ def errors_for(errors, field):
     if not errors:
         return []
     return errors.get(field, [])
+
+
+@register.filter(name="percent")
+def percent_filter(share):
+    """A share (0.8) as the reader's language writes a percentage."""
+    return percent(share)
 
 
 @register.filter

@@ -160,7 +160,7 @@ def test_the_build_page_lists_the_servers_that_lag(client, cast):
         reverse("schools:build_coverage", args=[builds[0].name])
     )
     body = response.content.decode()
-    assert "75%" in body
+    assert "75\u00a0%" in body
     assert 'id="lagging"' in body and "xs-1.local" in body
 
 

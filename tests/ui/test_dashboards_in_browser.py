@@ -60,6 +60,6 @@ def test_a_coordinator_finds_the_silent_servers_and_a_builds_coverage(
     assert re.search(r"4,7\s+GB", page.locator("dl.facts").inner_text())
 
     page.goto(f"{live_server.url}/schools/builds/{build.name}/")
-    assert "33%" in page.locator("#coverage").inner_text()
+    assert "33\u00a0%" in page.locator("#coverage").inner_text()
     assert page.locator("svg polyline.chart-line").count() == 1
     assert "xs-luque-1.local" in page.locator("#lagging").inner_text()

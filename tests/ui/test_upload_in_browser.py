@@ -33,7 +33,8 @@ def log_in(page, live_server, username):
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/builds/")
+    # Signing in lands on the home page, "what needs me".
+    page.wait_for_url(f"{live_server.url}/")
 
 
 def test_an_uploader_sends_a_build_and_watches_it_get_published(
@@ -84,7 +85,7 @@ def test_an_uploader_sends_a_build_and_watches_it_get_published(
     # The upload ends in a redirect to the build page, where no worker runs yet.
     page.wait_for_url(f"{live_server.url}/builds/{name}/")
     assert page.locator("#build-state").inner_text() == "Subida"
-    assert "Esperando un worker" in page.locator(".progress-block").inner_text()
+    assert "En cola, esperando su turno" in page.locator(".progress-block").inner_text()
     assert "comenzó la validación" in page.locator("#live-messages").inner_text()
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url))
