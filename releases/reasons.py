@@ -255,6 +255,20 @@ MESSAGES = {
     "published": _("Published into %(folder)s."),
     "hash_set": _("Contents hash set to %(value)s."),
     "retry": _("Publication retried."),
+    # School servers (schools.services).
+    "server_added": _("School server %(server)s added; it counts for coverage."),
+    "server_added_inactive": _(
+        "School server %(server)s added as inactive; it does not count for coverage."
+    ),
+    "server_edited": _("School server %(server)s changed: %(fields)s."),
+    "server_token_rotated": _(
+        "New report token for %(server)s (it starts with %(prefix)s); the old one stopped working."
+    ),
+    "servers_imported": _(
+        "School servers imported from a CSV file. Added: %(created)s; updated: %(updated)s; "
+        "lines refused: %(refused)s; switched on: %(activated)s; switched off: "
+        "%(deactivated)s."
+    ),
 }
 
 
@@ -278,6 +292,38 @@ KINDS = {
 }
 KIND_PARAMS = ("kind", "first", "second", "problem")
 
+# A school server's fields, as an edit's `changes` ({field: [old, new]}) names them.
+SERVER_FIELDS = {
+    "name": _("name"),
+    "hostname": _("hostname"),
+    "school": _("school"),
+    "department": _("department or region"),
+    "contact": _("contact"),
+    "address": _("IP address"),
+    "notes": _("notes"),
+    "active": _("active"),
+}
+SHOWN_LENGTH = 60
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return str(_("yes") if value else _("no"))
+    if value in (None, ""):
+        return str(_("(empty)"))
+    text = str(value)
+    if len(text) > SHOWN_LENGTH:
+        text = text[: SHOWN_LENGTH - 1] + "…"
+    return f"“{text}”"
+
+
+def _changes_text(changes: dict) -> str:
+    """`active: yes → no; school: “A” → “B”`, in the reader's language."""
+    return "; ".join(
+        f"{SERVER_FIELDS.get(name, name)}: {_shown(old)} → {_shown(new)}"
+        for name, (old, new) in changes.items()
+    )
+
 
 def render(code: str, params: dict | None = None) -> str:
     if not code:
@@ -289,6 +335,8 @@ def render(code: str, params: dict | None = None) -> str:
     # A verdict that carries another reason (recheck_failed) renders it too.
     if "reason_code" in params:
         params["reason"] = render(params["reason_code"], params.get("reason_params"))
+    if isinstance(params.get("changes"), dict):
+        params["fields"] = _changes_text(params["changes"])
     for key in KIND_PARAMS:
         if params.get(key) in KINDS:
             params[key] = KINDS[params[key]]

@@ -75,9 +75,13 @@ class SchoolServer(models.Model):
         return self.hostname
 
     def save(self, *args, **kwargs):
-        # Host names are case-insensitive; reports and log lines arrive lower-cased.
-        self.hostname = self.hostname.strip().lower()
+        self.hostname = self.normal_hostname(self.hostname)
         super().save(*args, **kwargs)
+
+    @staticmethod
+    def normal_hostname(hostname: str) -> str:
+        # Host names are case-insensitive; reports and log lines arrive lower-cased.
+        return hostname.strip().lower()
 
     @staticmethod
     def new_token() -> str:

@@ -1,9 +1,10 @@
-"""Read the mothership's rsyncd log: which school server downloaded which build file, and when.
+"""Read the mothership's rsyncd log: which client fetched which build file, and when.
 
 rsyncd with `transfer logging = yes` writes one line per file, in its default
 `log format = %o %h [%a] %m (%u) %f %l`, either to its own log file or through syslog. This
-module parses those lines and follows the growing file across rotation. Pure: no ORM and no
-settings; the time zone, year and limits are arguments.
+module parses those lines and follows the growing file across rotation. No ORM and no
+settings (the time zone, year and limits are arguments); its only I/O is `read_new_lines`
+reading the log. Which client is which school server is for schools.services to say.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from datetime import datetime, tzinfo
 # The same rule as releases.models.NAME_PATTERN, repeated so this module stays free of Django.
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
 TARBALL_EXTENSIONS = r"(?:bz2|xz|lzma)"
-# Only the names a school server itself picks up count as build files (DESIGN.md §2).
+# Only the four names a school server itself picks up count as build files: the tarball
+# (bz2, xz or lzma), its .md5, <name>.contents and <name>.name.
 BUILD_FILES = [
     (re.compile(rf"({NAME})-tree\.tar\.{TARBALL_EXTENSIONS}"), "tarball"),
     (re.compile(rf"({NAME})-tree\.tar\.{TARBALL_EXTENSIONS}\.md5"), "md5"),

@@ -1,15 +1,21 @@
-"""Writes about school servers: tokens, check-ins, rsyncd log transfers, CSV imports."""
+"""Every write about school servers: their rows (admin edits, CSV import, report tokens),
+and what they hold, from check-ins and from the mothership's rsyncd log.
+
+The writes people make (a token, an import, an edit) are audited in the same transaction.
+Sync states have one writer, `_states_save`, and one rule for `held_since`."""
 
 import csv
 import io
 import ipaddress
+import itertools
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q, Subquery
+from django.db.models import Case, DateTimeField, Q, Subquery, Value, When
 from django.utils import timezone
 
+from releases.audit import AuditAction, audit
 from releases.models import Build
 
 from .checkin import HOSTNAME_RE
@@ -29,42 +35,115 @@ CHECKIN_HISTORY = 100
 STATE_FIELDS = ("pk", "build_name", "build_id", "status", "md5", "source", "held_since")
 
 
-def server_token_rotate(*, server: SchoolServer) -> str:
-    """A new report token for `server`; the old one stops working at once."""
+def server_token_rotate(*, server: SchoolServer, acting_user=None) -> str:
+    """A new report token for `server`; the old one stops working at once. Audited with the
+    token's first characters (the admin shows them too), never the token."""
     key = SchoolServer.new_token()
-    SchoolServer.objects.filter(pk=server.pk).update(
-        token_hash=hash_token(key), token_prefix=key[:8], token_created_at=timezone.now()
-    )
+    with transaction.atomic():
+        SchoolServer.objects.filter(pk=server.pk).update(
+            token_hash=hash_token(key), token_prefix=key[:8], token_created_at=timezone.now()
+        )
+        audit(
+            action=AuditAction.TOKEN_ROTATION,
+            actor=acting_user,
+            code="server_token_rotated",
+            params={"server": server.hostname, "prefix": key[:8]},
+        )
     server.refresh_from_db()
     return key
 
 
-def _set_state(server, name, build, status, *, now, source, md5=""):
-    """Upsert one (server, build) state; held_since is kept from the first time it was held."""
-    state, created = SyncState.objects.get_or_create(
-        server=server,
-        build_name=name,
-        defaults={
-            "build": build,
-            "status": status,
-            "md5": md5,
-            "source": source,
-            "first_seen_at": now,
-            "last_seen_at": now,
-            "held_since": now if status in HELD_STATUSES else None,
-        },
-    )
-    if created:
-        return state
-    state.build = build
-    state.status = status
-    state.md5 = md5 or state.md5
-    state.source = source
-    state.last_seen_at = now
-    if status in HELD_STATUSES and state.held_since is None:
-        state.held_since = now
-    state.save(update_fields=["build", "status", "md5", "source", "last_seen_at", "held_since"])
-    return state
+# --- Servers' own rows ------------------------------------------------------------------------
+
+# What people may change on a server through `server_update` (the admin's form); the other
+# fields are written by its reports, the rsyncd log and `server_token_rotate`.
+EDITABLE_FIELDS = ["name", "hostname", "school", "department", "contact", "address", "notes"]
+EDITABLE_FIELDS += ["active"]  # the one the promotion gate counts
+
+
+def server_add(*, server: SchoolServer, acting_user) -> SchoolServer:
+    """Save `server`, a new one (the admin's add form), and audit it with its `active`."""
+    with transaction.atomic():
+        server.save()
+        audit(
+            action=AuditAction.SERVER_EDIT,
+            actor=acting_user,
+            code="server_added" if server.active else "server_added_inactive",
+            params={"server": server.hostname, "active": server.active},
+        )
+    return server
+
+
+def server_update(*, server: SchoolServer, acting_user, changes: dict) -> dict:
+    """Apply `changes` ({field: new value}) to `server` and audit what really changed, old
+    and new; returns those {field: (old, new)}. Nothing changed: no write, no audit.
+
+    1. lock the row and read it as it is now (not as the form saw it);
+    2. keep the changes that differ from it (compared as the row stores them);
+    3. save only those fields, and audit them in the same transaction."""
+    unknown = set(changes) - set(EDITABLE_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {', '.join(sorted(unknown))}")
+    changes = {name: _as_stored(name, value) for name, value in changes.items()}
+    with transaction.atomic():
+        stored = SchoolServer.objects.select_for_update().get(pk=server.pk)
+        changed = {
+            name: (getattr(stored, name), value)
+            for name, value in changes.items()
+            if getattr(stored, name) != value
+        }
+        for name, value in changes.items():
+            setattr(server, name, value)
+        if not changed:
+            return {}
+        server.save(update_fields=list(changed))
+        audit(
+            action=AuditAction.SERVER_EDIT,
+            actor=acting_user,
+            code="server_edited",
+            params={
+                "server": server.hostname,
+                # Rendered in the reader's language by releases.reasons.
+                "changes": {name: [old, new] for name, (old, new) in changed.items()},
+            },
+        )
+    return changed
+
+
+def _as_stored(name: str, value):
+    """`value` of field `name` as the row will hold it, so it compares with what it holds."""
+    if name == "hostname":
+        return SchoolServer.normal_hostname(value)
+    if name == "address" and not value:
+        return None  # a blank address is stored as NULL
+    return value
+
+
+# --- Sync states ------------------------------------------------------------------------------
+
+# What `_states_save` rewrites of a state that exists; its first_seen_at is kept.
+STATE_UPDATE_FIELDS = ["build", "status", "md5", "source", "last_seen_at", "held_since"]
+# Rows per INSERT, so a statement stays under PostgreSQL's 65,535 parameters (SQLite's
+# limit is lower, and Django batches for it on its own).
+STATES_BATCH = 1000
+
+
+def _held_since(previous, status, at):
+    """When a server first held a build: kept once known, else `at` if `status` holds it."""
+    return previous or (at if status in HELD_STATUSES else None)
+
+
+def _states_save(states: list) -> None:
+    """Write whole sync states, new or existing, as one upsert (per batch): a check-in and a
+    log line writing the same state at once cannot fail on the unique constraint."""
+    if states:
+        SyncState.objects.bulk_create(
+            states,
+            batch_size=STATES_BATCH,
+            update_conflicts=True,
+            unique_fields=["server", "build_name"],
+            update_fields=STATE_UPDATE_FIELDS,
+        )
 
 
 def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn:
@@ -74,10 +153,10 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
 
     Almost every report repeats the previous one, so the common case is kept small:
     1. read the server's states, with their builds' md5, in one query;
-    2. upsert only the states that are new or changed (usually none);
+    2. upsert the states that are new or changed, and those of builds it no longer lists
+       (back to unknown), in one statement (usually nothing, then no query);
     3. move last_seen_at of the unchanged ones in one UPDATE;
-    4. put back to unknown what it no longer lists (usually nothing, then no query);
-    5. update the server row, store the report, prune its history in one DELETE."""
+    4. update the server row, store the report, prune its history in one DELETE."""
     now = timezone.now()
     listed = {item["name"] for item in report["builds"]}
     # Plain rows, not model instances: a server lists dozens of builds on every report.
@@ -98,13 +177,12 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
     for item in report["builds"]:
         build_id, status, md5 = _reported_status(item, builds.get(item["name"]), errors)
         previous = current.get(item["name"]) or {}
-        held_since = previous.get("held_since") or (now if status in HELD_STATUSES else None)
         fields = {
             "build_id": build_id,
             "status": status,
             "md5": md5,
             "source": "checkin",
-            "held_since": held_since,
+            "held_since": _held_since(previous.get("held_since"), status, now),
         }
         if previous and all(previous[name] == value for name, value in fields.items()):
             unchanged.append(previous["pk"])
@@ -118,9 +196,20 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
                     **fields,
                 )
             )
-    # What it no longer lists (removed, or a failed copy cleaned up) is unknown again.
-    dropped = [
-        row["pk"]
+    # What it no longer lists (removed, or a failed copy cleaned up) is unknown again; when
+    # it was first held is kept, for the day it comes back.
+    changed += [
+        SyncState(
+            server=server,
+            build_name=name,
+            build_id=row["build_id"],
+            status=SyncStatus.UNKNOWN,
+            md5=row["md5"],
+            source="checkin",
+            first_seen_at=now,
+            last_seen_at=now,
+            held_since=row["held_since"],
+        )
         for name, row in current.items()
         if name not in listed and row["status"] in (*HELD_STATUSES, SyncStatus.FAILED)
     ]
@@ -128,21 +217,9 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
         errors.append(f"last refresh exited with status {report['last_refresh_status']}")
     clock = report.get("clock")
     with transaction.atomic():
-        if changed:
-            # An upsert: a report repeated concurrently cannot fail on the unique
-            # constraint; first_seen_at is kept.
-            SyncState.objects.bulk_create(
-                changed,
-                update_conflicts=True,
-                unique_fields=["server", "build_name"],
-                update_fields=["build", "status", "md5", "source", "last_seen_at", "held_since"],
-            )
+        _states_save(changed)
         if unchanged:
             SyncState.objects.filter(pk__in=unchanged).update(last_seen_at=now)
-        if dropped:
-            SyncState.objects.filter(pk__in=dropped).update(
-                status=SyncStatus.UNKNOWN, last_seen_at=now, source="checkin"
-            )
         SchoolServer.objects.filter(pk=server.pk).update(
             last_report_at=now,
             last_report_source="checkin",
@@ -182,6 +259,12 @@ def _prune_history(server):
 
 # --- rsyncd log ------------------------------------------------------------------------------
 
+# Lines read, parsed and recorded together: memory, and the statements per chunk, stay
+# bounded however long the log is.
+LOG_CHUNK_LINES = 5000
+# Servers per UPDATE of their last report (each costs five parameters).
+SERVERS_BATCH = 1000
+
 
 @dataclass
 class LogCounts:
@@ -190,62 +273,144 @@ class LogCounts:
     unknown_hosts: set = field(default_factory=set)
     unrelated: int = 0
 
+    def add(self, other: "LogCounts") -> None:
+        self.transfers += other.transfers
+        self.recorded += other.recorded
+        self.unknown_hosts |= other.unknown_hosts
+        self.unrelated += other.unrelated
+
+
+def rsync_log_record(*, lines, tz, year, chunk_lines: int = LOG_CHUNK_LINES) -> LogCounts:
+    """Parse rsyncd log `lines` (any iterable, e.g. an open file) and record their transfers,
+    `chunk_lines` lines at a time. `tz` and `year` are as for `rsynclog.parse_line`."""
+    counts = LogCounts()
+    lines = iter(lines)
+    while chunk := list(itertools.islice(lines, chunk_lines)):
+        transfers = [t for t in (parse_line(line, tz=tz, year=year) for line in chunk) if t]
+        counts.add(rsync_transfers_record(transfers))
+    return counts
+
 
 def rsync_transfers_record(transfers) -> LogCounts:
-    """Record, from rsyncd `send` lines, that a school server fetched a build's files.
+    """Record, from rsyncd `send` lines, that school servers fetched builds' files.
 
-    The tarball means it is downloading (then present, once its `.name` followed: school
-    servers fetch `.name` last). Hosts are matched by hostname, then by address."""
+    The tarball means a server is downloading the build, its `.name` that it has it (school
+    servers fetch `.name` last). Hosts are matched by hostname, then by address. The lines
+    are applied in order, as if one by one, yet cost the same few statements however many
+    there are:
+    1. find the servers and builds they name, in two queries;
+    2. read the states of the (server, build) pairs they touch, in one query;
+    3. apply the lines to those states in Python (`_transfer_status`, `_held_since`);
+    4. write the states that changed in one upsert, and move each server's last report
+       forward (never back) in one UPDATE; both in batches for the database's limits."""
     counts = LogCounts()
     relevant = [t for t in transfers if t.operation == "send"]
     counts.transfers = len(relevant)
+    if not relevant:
+        return counts
     hosts = {t.host for t in relevant} | {t.address for t in relevant}
-    servers = list(SchoolServer.objects.filter(hostname__in=hosts)) + list(
-        SchoolServer.objects.filter(address__in=[h for h in hosts if _is_ip(h)])
+    servers = list(
+        SchoolServer.objects.filter(
+            Q(hostname__in=hosts) | Q(address__in=[h for h in hosts if _is_ip(h)])
+        ).values_list("pk", "hostname", "address", "last_report_at")
     )
-    by_host = {s.hostname: s for s in servers}
-    by_address = {s.address: s for s in servers if s.address}
-    names = {t.build_name for t in relevant if t.build_name}
-    builds = {b.name: b for b in Build.objects.filter(name__in=names).only("pk", "name")}
-    with transaction.atomic():
-        for transfer in relevant:
-            server = by_host.get(transfer.host) or by_address.get(transfer.address)
-            if server is None:
-                counts.unknown_hosts.add(
-                    transfer.host if transfer.host != "unknown" else transfer.address
-                )
-                continue
-            if not transfer.build_name or transfer.kind not in ("tarball", "name"):
-                counts.unrelated += 1
-                continue
-            existing = SyncState.objects.filter(
-                server=server, build_name=transfer.build_name
-            ).first()
-            # School servers fetch `.name` last: the tarball alone means still downloading.
-            status = SyncStatus.DOWNLOADING if transfer.kind == "tarball" else SyncStatus.PRESENT
-            # A check-in knows better than a log line: never downgrade verified or failed.
-            if existing and existing.status in (SyncStatus.VERIFIED, SyncStatus.FAILED):
-                status = existing.status
-            if (
-                existing
-                and existing.status == SyncStatus.PRESENT
-                and status == SyncStatus.DOWNLOADING
-            ):
-                status = SyncStatus.PRESENT
-            _set_state(
-                server,
-                transfer.build_name,
-                builds.get(transfer.build_name),
-                status,
-                now=transfer.at,
-                source="rsync",
+    by_host = {hostname: pk for pk, hostname, _address, _at in servers}
+    # Several servers behind one NAT share an address: the last in the usual order wins.
+    by_address = {address: pk for pk, _hostname, address, _at in servers if address}
+    last_reports = {pk: at for pk, _hostname, _address, at in servers}
+    lines = []
+    for transfer in relevant:
+        server = by_host.get(transfer.host) or by_address.get(transfer.address)
+        if server is None:
+            counts.unknown_hosts.add(
+                transfer.host if transfer.host != "unknown" else transfer.address
             )
-            # A log line is a sign of life, but never newer news than a later report.
-            SchoolServer.objects.filter(pk=server.pk).filter(
-                Q(last_report_at__isnull=True) | Q(last_report_at__lt=transfer.at)
-            ).update(last_report_at=transfer.at, last_report_source="rsync")
-            counts.recorded += 1
+        elif not transfer.build_name or transfer.kind not in ("tarball", "name"):
+            counts.unrelated += 1
+        else:
+            lines.append((server, transfer))
+    counts.recorded = len(lines)
+    if lines:
+        with transaction.atomic():
+            _log_lines_apply(lines, last_reports)
     return counts
+
+
+# A state as the rsyncd log reads and writes it: plain values, not model instances.
+LOG_STATE_FIELDS = (
+    "build_id",
+    "status",
+    "md5",
+    "source",
+    "first_seen_at",
+    "last_seen_at",
+    "held_since",
+)
+
+
+def _log_lines_apply(lines, last_reports) -> None:
+    """Steps 2-4 of `rsync_transfers_record` for its (server pk, transfer) `lines`;
+    `last_reports` is {server pk: its last report} as step 1 read it."""
+    names = {transfer.build_name for _server, transfer in lines}
+    builds = dict(Build.objects.filter(name__in=names).values_list("name", "pk"))
+    pairs = {(server, transfer.build_name) for server, transfer in lines}
+    # One query with two IN lists, not one per pair; the other pairs of these servers and
+    # names that it also returns are dropped here.
+    rows = SyncState.objects.filter(
+        server_id__in={server for server, _name in pairs}, build_name__in=names
+    ).values_list("server_id", "build_name", *LOG_STATE_FIELDS)
+    stored = {
+        (server, name): dict(zip(LOG_STATE_FIELDS, values, strict=True))
+        for server, name, *values in rows
+        if (server, name) in pairs
+    }
+    states, newest = {}, {}
+    for server, transfer in lines:
+        key = (server, transfer.build_name)
+        if key not in states:
+            states[key] = dict(stored.get(key) or {"first_seen_at": transfer.at, "md5": ""})
+        state = states[key]
+        state["status"] = _transfer_status(state.get("status"), transfer.kind)
+        state["last_seen_at"] = transfer.at
+        state["held_since"] = _held_since(state.get("held_since"), state["status"], transfer.at)
+        last = newest.get(server, last_reports[server])
+        if last is None or last < transfer.at:
+            newest[server] = transfer.at
+    changed = []
+    for (server, name), state in states.items():
+        state.update(build_id=builds.get(name), source="rsync")
+        if state != stored.get((server, name)):
+            changed.append(SyncState(server_id=server, build_name=name, **state))
+    _states_save(changed)
+    _servers_heard_from(newest)
+
+
+def _transfer_status(previous, kind: str) -> str:
+    """A state's status after one log line about its build's `kind` of file."""
+    # A check-in knows better than a log line: never downgrade verified or failed.
+    if previous in (SyncStatus.VERIFIED, SyncStatus.FAILED):
+        return previous
+    # School servers fetch `.name` last: the tarball alone means still downloading, unless
+    # the build was already there (a re-sent tarball is no news).
+    if kind == "tarball" and previous != SyncStatus.PRESENT:
+        return SyncStatus.DOWNLOADING
+    return SyncStatus.PRESENT
+
+
+def _servers_heard_from(newest: dict) -> None:
+    """A log line is a sign of life, but never newer news than a later report: move each
+    server's last report to its newest line's time ({server pk: time}, the servers whose
+    lines are newer than their last report as it was read) only where that is still later,
+    in the UPDATE itself, so a check-in in between is never overwritten."""
+    items = sorted(newest.items())
+    for start in range(0, len(items), SERVERS_BATCH):
+        batch = items[start : start + SERVERS_BATCH]
+        at = Case(
+            *(When(pk=pk, then=Value(when)) for pk, when in batch), output_field=DateTimeField()
+        )
+        SchoolServer.objects.filter(pk__in=[pk for pk, _when in batch]).filter(
+            Q(last_report_at__isnull=True) | Q(last_report_at__lt=at)
+        ).update(last_report_at=at, last_report_source="rsync")
 
 
 def _is_ip(value: str) -> bool:
@@ -316,9 +481,11 @@ def _row_values(row: dict, line: int):
     return hostname, values
 
 
-def servers_import_csv(*, text: str) -> ImportResult:
+def servers_import_csv(*, text: str, acting_user=None) -> ImportResult:
     """Create or update servers by hostname. Each bad line is reported with its number and
-    skipped; the good lines are imported together, in one transaction."""
+    skipped; the good lines are imported together, in one transaction, audited as one
+    event with the counts and every server whose `active` flag the file changed. A file
+    that changes nothing (every line as the portal has it already) is not audited."""
     result = ImportResult()
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     try:
@@ -337,6 +504,9 @@ def servers_import_csv(*, text: str) -> ImportResult:
             (reader.line_num + 1, f"this line cannot be read as CSV ({exc}); nothing was imported")
         )
         return result
+    if not rows:
+        return result
+    active_changes, rewritten = {}, 0
     with transaction.atomic():
         existing = {s.hostname: s for s in SchoolServer.objects.filter(hostname__in=rows)}
         for hostname, (_line, values) in rows.items():
@@ -344,11 +514,31 @@ def servers_import_csv(*, text: str) -> ImportResult:
             if server is None:
                 SchoolServer.objects.create(hostname=hostname, **values)
                 result.created += 1
-            else:
-                for key, value in values.items():
-                    setattr(server, key, value)
-                server.save(update_fields=list(values))
-                result.updated += 1
+                continue
+            result.updated += 1
+            if all(getattr(server, key) == value for key, value in values.items()):
+                continue  # a line that says what the portal already has
+            if server.active != values["active"]:
+                active_changes[hostname] = [server.active, values["active"]]
+            for key, value in values.items():
+                setattr(server, key, value)
+            server.save(update_fields=list(values))
+            rewritten += 1
+        if not result.created and not rewritten:
+            return result
+        audit(
+            action=AuditAction.SERVERS_IMPORT,
+            actor=acting_user,
+            code="servers_imported",
+            params={
+                "created": result.created,
+                "updated": result.updated,
+                "refused": len(result.errors),
+                "activated": sum(new for _old, new in active_changes.values()),
+                "deactivated": sum(not new for _old, new in active_changes.values()),
+                "active_changes": active_changes,
+            },
+        )
     return result
 
 
@@ -385,9 +575,9 @@ def rsync_log_follow(*, path=None, max_rounds: int = 20) -> int:
     recorded = 0
     for _round in range(max_rounds):
         lines, new_position = read_new_lines(path, position)
-        transfers = [t for t in (parse_line(line, tz=tz, year=year) for line in lines) if t]
+        # The lines and the position that follows them are recorded together.
         with transaction.atomic():
-            recorded += rsync_transfers_record(transfers).recorded
+            recorded += rsync_log_record(lines=lines, tz=tz, year=year).recorded
             RsyncLogPosition.objects.filter(pk=row.pk).update(
                 inode=new_position.inode, offset=new_position.offset, updated_at=timezone.now()
             )

@@ -87,3 +87,26 @@ def test_portal_uses_neither_app_but_in_the_root_urlconf():
                 if m.split(".")[0] in ("releases", "schools")
             ]
     assert offenders == []
+
+
+def written_codes() -> set[str]:
+    """Every literal `code="…"` keyword in the apps' code: the codes rows and refusals store."""
+    codes = set()
+    for package in ("portal", "releases", "schools"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.keyword) and node.arg == "code":
+                    values = [node.value]
+                    if isinstance(node.value, ast.IfExp):
+                        values = [node.value.body, node.value.orelse]
+                    codes.update(v.value for v in values if isinstance(v, ast.Constant) and v.value)
+    return codes
+
+
+def test_every_code_the_code_writes_has_a_message():
+    """A code without a message would be shown raw (`render` falls back to the code)."""
+    from releases.reasons import MESSAGES
+
+    codes = written_codes()
+    assert "server_edited" in codes and "promoted" in codes  # the scan finds them
+    assert sorted(codes - MESSAGES.keys()) == []

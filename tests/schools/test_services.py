@@ -1,3 +1,4 @@
+import io
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -6,6 +7,8 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from releases import offers
+from releases.audit import AuditAction
+from releases.models import AuditEvent
 from schools import selectors, services
 from schools.models import SchoolServer, SyncState, SyncStatus
 from schools.rsynclog import parse_line
@@ -74,6 +77,67 @@ def test_school_token_prints_a_token_that_works_and_revokes_the_old_one(db, caps
     assert SchoolServer.objects.by_token(first) is None
     assert SchoolServer.objects.by_token(second) == xs
     assert first not in SchoolServer.objects.get().token_hash
+
+
+def test_the_csv_import_is_audited_as_one_event_with_its_counts(db, cast):
+    server("xs-caacupe-2.local", active=True)
+    server("xs-caacupe-1.local", active=False)
+    services.servers_import_csv(text=CSV, acting_user=cast.root)
+    [event] = AuditEvent.objects.filter(action=AuditAction.SERVERS_IMPORT)
+    assert (event.actor, event.build, event.code) == (cast.root, None, "servers_imported")
+    assert event.params == {
+        "created": 0,
+        "updated": 2,
+        "refused": 5,
+        "activated": 1,
+        "deactivated": 1,
+        "active_changes": {
+            "xs-caacupe-1.local": [False, True],
+            "xs-caacupe-2.local": [True, False],
+        },
+    }
+
+
+def test_a_csv_import_that_changes_nothing_is_not_audited(db):
+    services.servers_import_csv(text="hostname,school\nbad host!,x\n")
+    services.servers_import_csv(text="host,escuela\nx,y\n")
+    assert not AuditEvent.objects.exists()
+    services.servers_import_csv(text=CSV)
+    result = services.servers_import_csv(text=CSV)
+    assert (result.created, result.updated) == (0, 2)
+    assert AuditEvent.objects.count() == 1
+
+
+def test_the_import_command_audits_who_ran_it(db, cast, tmp_path):
+    path = tmp_path / "servers.csv"
+    path.write_text("hostname,school\nxs-caacupe-1.local,Escuela 1\n")
+    call_command("import_school_servers", str(path), "--by", "root")
+    event = AuditEvent.objects.get(action=AuditAction.SERVERS_IMPORT)
+    assert (event.actor, event.params["created"]) == (cast.root, 1)
+
+
+def test_a_new_token_is_audited_without_the_token(db, cast):
+    xs = server("xs-caacupe-1.local")
+    key = services.server_token_rotate(server=xs, acting_user=cast.root)
+    [event] = AuditEvent.objects.filter(action=AuditAction.TOKEN_ROTATION)
+    assert (event.actor, event.code) == (cast.root, "server_token_rotated")
+    assert event.params == {"server": "xs-caacupe-1.local", "prefix": key[:8]}
+    assert key not in str(event.params)
+
+
+def test_school_token_audits_who_ran_it_or_nobody(db, cast):
+    server("xs-caacupe-1.local")
+    call_command("school_token", "xs-caacupe-1.local", "--by", "root", stdout=io.StringIO())
+    call_command("school_token", "XS-Caacupe-1.local", stdout=io.StringIO())
+    events = AuditEvent.objects.filter(action=AuditAction.TOKEN_ROTATION).order_by("pk")
+    assert [event.actor for event in events] == [cast.root, None]
+
+
+def test_school_token_names_an_unknown_user(db):
+    server("xs-caacupe-1.local")
+    with pytest.raises(CommandError, match="mallory"):
+        call_command("school_token", "xs-caacupe-1.local", "--by", "mallory")
+    assert not SchoolServer.objects.get().token_hash
 
 
 def test_school_token_names_an_unknown_host(db):

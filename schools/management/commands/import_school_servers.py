@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
+from releases.management.commands.promote import find_user
 from schools import services
 
 
@@ -10,19 +11,24 @@ class Command(BaseCommand):
         "Create or update school servers from a CSV file, matched by hostname. Columns: "
         + ", ".join(services.CSV_COLUMNS)
         + " (hostname and school required; active: yes/no). Bad lines are reported with "
-        "their number and skipped; the good ones are imported."
+        "their number and skipped; the good ones are imported (nothing, if the file is not "
+        "readable as CSV). Audited as one event."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("file", type=Path)
+        parser.add_argument(
+            "--by", default="", help="Who is doing it, for the audit trail (a user name)."
+        )
 
     @no_translations
-    def handle(self, *args, file, **options):
+    def handle(self, *args, file, by, **options):
+        user = find_user(by) if by else None
         try:
             text = file.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
-        result = services.servers_import_csv(text=text)
+        result = services.servers_import_csv(text=text, acting_user=user)
         for line, message in result.errors:
             self.stderr.write(f"{file}:{line}: {message}")
         self.stdout.write(

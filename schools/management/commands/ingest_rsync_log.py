@@ -4,13 +4,13 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 from django.utils import timezone
 
 from schools import services
-from schools.rsynclog import parse_line
 
 
 class Command(BaseCommand):
     help = (
         "Read an rsyncd log FILE (transfer logging on) and record which school server "
-        "downloaded which build. Safe to run on the same file twice."
+        "downloaded which build. Safe to run on the same file twice; reads the file "
+        f"{services.LOG_CHUNK_LINES} lines at a time, so any size will do."
     )
 
     def add_arguments(self, parser):
@@ -23,15 +23,12 @@ class Command(BaseCommand):
     def handle(self, *args, file, year, **options):
         if not file.is_file():
             raise CommandError(f"{file} was not found.")
-        tz = timezone.get_current_timezone()
-        year = year or timezone.localtime().year
-        transfers = []
-        with open(file, "rb") as handle:
-            for line in handle:
-                transfer = parse_line(line, tz=tz, year=year)
-                if transfer is not None:
-                    transfers.append(transfer)
-        counts = services.rsync_transfers_record(transfers)
+        with open(file, "rb") as lines:
+            counts = services.rsync_log_record(
+                lines=lines,
+                tz=timezone.get_current_timezone(),
+                year=year or timezone.localtime().year,
+            )
         self.stdout.write(
             f"{counts.transfers} transfers, {counts.recorded} recorded, "
             f"{counts.unrelated} unrelated files, {len(counts.unknown_hosts)} unknown hosts"
