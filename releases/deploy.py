@@ -5,6 +5,7 @@ mothership, one at a time under a file lock) renders the file from the database,
 hand edit (drift), writes it atomically, restarts oatslite and checks it, and on any failure
 puts the previous file back, restarts again, undoes the requests it was applying and e-mails
 the approvers. A build's offered/withdrawn state follows its entries (`builds_follow_entries`).
+It checks nobody's rights: it only carries out what authorised callers of `offers` decided.
 """
 
 import contextlib

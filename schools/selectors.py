@@ -10,6 +10,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from portal.humanize import percent
+from releases.audit import AuditAction
+from releases.models import AuditEvent, BuildStatus
 
 from .models import HELD_STATUSES, SchoolServer, SyncState
 
@@ -88,6 +90,19 @@ def coverage_series(build, *, now=None, points: int = 30) -> list[tuple]:
         **{f"p{i}": Count("pk", filter=Q(held_since__lte=at)) for i, at in enumerate(moments)}
     )
     return [(at, counts[f"p{i}"] / total) for i, at in enumerate(moments)]
+
+
+def offer_moments(build) -> list[tuple]:
+    """(time, label) of each time `build` started or stopped being offered in updates.cfg,
+    from its audit trail, oldest first."""
+    labels = {status: BuildStatus(status).label for status in OFFER_CHANGES}
+    events = AuditEvent.objects.filter(
+        build=build, action=AuditAction.STATUS, to_status__in=OFFER_CHANGES
+    ).order_by("at", "pk")
+    return [(at, labels[status]) for at, status in events.values_list("at", "to_status")]
+
+
+OFFER_CHANGES = [BuildStatus.OFFERED, BuildStatus.WITHDRAWN]
 
 
 def newest_offered_build():

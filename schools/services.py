@@ -1,8 +1,10 @@
 """Every write about school servers: their rows (admin edits, CSV import, report tokens),
 and what they hold, from check-ins and from the mothership's rsyncd log.
 
-The writes people make (a token, an import, an edit) are audited in the same transaction.
-Sync states have one writer, `_states_save`, and one rule for `held_since`."""
+Callers authorise (the admin and the commands for people's writes, `checkin`'s token for a
+server's reports); these functions assume they did. The writes people make (a token, an
+import, an edit) are audited in the same transaction. Sync states have one writer,
+`_states_save`, and one rule for `held_since`."""
 
 import csv
 import io

@@ -1,12 +1,16 @@
 import csv
 from pathlib import Path
 
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
+from portal import charts
+from portal.humanize import percent
 from releases.models import Build
 
 from . import selectors, services
@@ -123,31 +127,17 @@ def server_detail(request, hostname):
 def build_coverage(request, name):
     build = get_object_or_404(Build, name=name)
     coverage = selectors.build_coverage(build)
-    series = selectors.coverage_series(build)
+    minimum = settings.PROMOTION_MIN_COVERAGE
+    chart = charts.share_chart(
+        selectors.coverage_series(build),
+        marks=selectors.offer_moments(build),
+        threshold=(minimum, _("%(share)s needed to promote") % {"share": percent(minimum)}),
+    )
     return render(
         request,
         "schools/build_coverage.html",
-        {"build": build, "coverage": coverage, "chart": _chart(series)},
+        {"build": build, "coverage": coverage, "chart": chart},
     )
-
-
-def _chart(series, width=600, height=160):
-    """An SVG polyline (no script, no inline style: the CSP allows it)."""
-    if not series:
-        return None
-    step = width / max(len(series) - 1, 1)
-    points = " ".join(
-        f"{index * step:.1f},{height - share * height:.1f}"
-        for index, (_at, share) in enumerate(series)
-    )
-    return {
-        "width": width,
-        "height": height,
-        "points": points,
-        "start": series[0][0],
-        "end": series[-1][0],
-        "last": series[-1][1],
-    }
 
 
 @require_GET
@@ -161,4 +151,11 @@ def client_script(request):
 
 @require_GET
 def client_install(request):
-    return render(request, "schools/client_install.html", {"script_exists": CLIENT_SCRIPT.exists()})
+    # The portal's address as this request reached it: http:// for a portal served on plain
+    # HTTP, https:// behind TLS (or a proxy that says so, SECURE_PROXY_SSL_HEADER).
+    portal_url = request.build_absolute_uri("/").rstrip("/")
+    return render(
+        request,
+        "schools/client_install.html",
+        {"script_exists": CLIENT_SCRIPT.exists(), "portal_url": portal_url},
+    )

@@ -169,3 +169,75 @@ def test_the_client_script_can_be_downloaded(client, cast):
     assert response.status_code == 200
     assert b"".join(response.streaming_content).startswith(b"#!/bin/sh")
     assert response["Content-Disposition"] == 'attachment; filename="xs-sync-report"'
+
+
+def svg_numbers(body: str) -> list[str]:
+    """Every coordinate attribute of the chart, as written."""
+    import re
+
+    svg = body[body.index("<svg") : body.index("</svg>")]
+    return re.findall(r'\b(?:x|y|x1|x2|y1|y2)="([^"]*)"', svg) + re.findall(
+        r'points="([^"]*)"', svg
+    )
+
+
+def test_the_coverage_chart_has_axes_the_threshold_and_the_moment_it_was_offered(
+    client, cast, published
+):
+    from releases import offers
+
+    build = published("py960-1")
+    now = timezone.now()
+    Build.objects.filter(pk=build.pk).update(published_at=now - timedelta(days=4))
+    servers = [
+        SchoolServer.objects.create(hostname=f"xs-{n}.local", name=f"xs{n}", school=f"E{n}")
+        for n in range(4)
+    ]
+    for days, server in zip((3, 2, 1), servers[:3], strict=True):
+        SyncState.objects.create(
+            server=server,
+            build=build,
+            build_name=build.name,
+            status="present",
+            held_since=now - timedelta(days=days),
+        )
+    offers.build_promote(build=build, acting_user=cast.carol, reason="piloto en tres escuelas")
+    build.refresh_from_db()
+    assert build.status == BuildStatus.OFFERED
+
+    body = (
+        login(client, cast.dave)
+        .get(reverse("schools:build_coverage", args=[build.name]))
+        .content.decode()
+    )
+    chart = body[body.index('id="coverage-chart"') :]
+    # The share axis in Spanish, the minimum to promote, and the moment it was offered.
+    for label in ("0\u00a0%", "50\u00a0%", "100\u00a0%"):
+        assert f">{label}</text>" in chart
+    assert "90\u00a0% necesario para promover</text>" in chart
+    assert 'class="chart-mark-label"' in chart and ">Ofrecida</text>" in chart
+    # Days on the time axis, and the numbers as a table: 75 % now.
+    assert chart.count('class="chart-label" x=') >= 5 + 3
+    assert "75\u00a0%</td>" in chart
+    # Coordinates are numbers, never localised with a decimal comma.
+    numbers = svg_numbers(body)
+    assert numbers and all("," not in n for n in numbers[:-1])
+    assert all(float(n) >= 0 for n in numbers[:-1])
+
+
+def test_the_coverage_page_is_linked_from_the_build_promote_and_overview_pages(
+    client, cast, published
+):
+    from releases import offers
+
+    build = published("py961-1")
+    url = reverse("schools:build_coverage", args=[build.name])
+    login(client, cast.carol)
+    for page in (
+        reverse("releases:build_detail", args=[build.name]),
+        reverse("releases:build_promote", args=[build.name]),
+    ):
+        assert f'id="coverage-link" href="{url}"' in client.get(page).content.decode(), page
+    offers.build_promote(build=build, acting_user=cast.carol, reason="piloto")
+    overview = client.get(reverse("schools:overview")).content.decode()
+    assert f'id="coverage-link" href="{url}"' in overview
