@@ -318,6 +318,8 @@ SCHOOL_SILENT_AFTER = _duration("SCHOOL_SILENT_AFTER", "36h")
 SCHOOL_LOST_AFTER = _duration("SCHOOL_LOST_AFTER", "7d")
 if SCHOOL_LOST_AFTER <= SCHOOL_SILENT_AFTER:
     raise ImproperlyConfigured("SCHOOL_LOST_AFTER must be longer than SCHOOL_SILENT_AFTER")
+# How long an XO helper link (the build page's contents hash step) stays usable.
+XO_HELPER_TTL = _duration("XO_HELPER_TTL", "2h")
 # The mothership's rsyncd log, followed every few minutes (empty: not followed).
 RSYNCD_LOG = env.str("RSYNCD_LOG", default="")
 

@@ -16,6 +16,7 @@ class AuditAction(models.TextChoices):
     UPLOAD = "upload"
     NOTE = "note"  # something worth knowing that changed no state
     CONTENTS_HASH = "contents_hash"
+    XO_HELPER = "xo_helper"  # a one-time link for an XO to compute the contents hash
     SELF_APPROVAL = "self_approval"
     COVERAGE_OVERRIDE = "coverage_override"
     STOP_ALL = "stop_all"

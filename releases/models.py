@@ -475,3 +475,29 @@ class Deployment(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status not in (DeploymentStatus.PENDING, DeploymentStatus.RUNNING)
+
+
+class XoHelper(models.Model):
+    """A one-time link to the XO helper script for one build: an XO fetches the script with
+    it, and the script posts the contents hash back with it. Only the token's SHA-256 is
+    kept; the hash it posts is recorded as entered by `created_by`."""
+
+    build = models.ForeignKey(Build, on_delete=models.CASCADE, related_name="xo_helpers")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    token_hash = models.CharField(max_length=64, unique=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("XO helper link")
+        verbose_name_plural = _("XO helper links")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"XO helper for build {self.build_id}"
+
+    def usable(self, now=None) -> bool:
+        return self.used_at is None and (now or timezone.now()) < self.expires_at

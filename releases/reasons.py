@@ -4,6 +4,8 @@ Rows store the code and its parameters, never the sentence, so the build page an
 show it in the reader's language. Pure module: no ORM, no I/O.
 """
 
+from django.utils import formats, timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext_lazy as _
 
 MESSAGES = {
@@ -254,6 +256,14 @@ MESSAGES = {
     "valid": _("All checks passed."),
     "published": _("Published into %(folder)s."),
     "hash_set": _("Contents hash set to %(value)s."),
+    "hash_set_xo_helper": _("Contents hash set to %(value)s, computed on an XO by the XO helper."),
+    "xo_helper_created": _("XO helper link made; it works once, until %(expires)s."),
+    "xo_helper_invalid_build": _(
+        "This build failed validation: upload a corrected build before computing its hash."
+    ),
+    "xo_helper_gone": _(
+        "This XO helper link has expired or was already used. Make a new one on the build's page."
+    ),
     "retry": _("Publication retried."),
     # School servers (schools.services).
     "server_added": _("School server %(server)s added; it counts for coverage."),
@@ -306,6 +316,17 @@ SERVER_FIELDS = {
 SHOWN_LENGTH = 60
 
 
+# Moments, stored as ISO 8601 text, rendered in the reader's time zone and format.
+TIME_PARAMS = ("expires",)
+
+
+def _local_time(text: str) -> str:
+    moment = parse_datetime(text)
+    if moment is None:
+        return text
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")
+
+
 def _shown(value) -> str:
     if isinstance(value, bool):
         return str(_("yes") if value else _("no"))
@@ -335,6 +356,9 @@ def render(code: str, params: dict | None = None) -> str:
     # A verdict that carries another reason (recheck_failed) renders it too.
     if "reason_code" in params:
         params["reason"] = render(params["reason_code"], params.get("reason_params"))
+    for key in TIME_PARAMS:
+        if isinstance(params.get(key), str):
+            params[key] = _local_time(params[key])
     if isinstance(params.get("changes"), dict):
         params["fields"] = _changes_text(params["changes"])
     for key in KIND_PARAMS:

@@ -401,8 +401,11 @@ def build_retry_publication(*, build: Build, acting_user) -> Build:
 # --- Contents hash ---------------------------------------------------------------------------
 
 
-def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
-    """Record the contents hash computed on an XO (needed to promote, not to publish)."""
+def build_set_contents_hash(
+    *, build: Build, acting_user, value: str, via_xo_helper: bool = False
+) -> Build:
+    """Record the contents hash computed on an XO (needed to promote, not to publish), typed
+    in by `acting_user` or posted by an XO helper link they made."""
     value = checks.normalise_contents_hash(value)
     computed = build.contents_hash_source in (HashSource.COMMAND, HashSource.BOTH)
     if computed and value != build.contents_hash:
@@ -419,7 +422,7 @@ def build_set_contents_hash(*, build: Build, acting_user, value: str) -> Build:
             build=build,
             actor=acting_user,
             action=AuditAction.CONTENTS_HASH,
-            code="hash_set",
+            code="hash_set_xo_helper" if via_xo_helper else "hash_set",
             params={"value": value},
         )
     build.refresh_from_db()

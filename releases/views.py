@@ -1,11 +1,18 @@
 """The console's pages. Views authorise (`access`), then call one service each; the
 services assume an authorised caller."""
 
+import json
+from datetime import timedelta
+
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_POST
@@ -14,7 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import deploy, offers, recheck, services, updates_cfg
+from . import deploy, offers, recheck, services, updates_cfg, xohelper
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
@@ -85,10 +92,14 @@ def _upload_refused(request, errors):
 
 def _build_context(request, name):
     build = get_build_for_user(request, name, queryset=Build.objects.with_people())
+    now = timezone.now()
     return {
         "build": build,
         "events": build.events.select_related("actor"),
         "hash_form": ContentsHashForm(),
+        "xo_command": XO_COMMAND.format(file=build.contents_name),
+        "build_contents_url": reverse("releases:build_contents_file", args=[build.name]),
+        "xo_helper_ttl": timeuntil(now + timedelta(seconds=settings.XO_HELPER_TTL), now),
         "can_edit": may_edit(request.user),
         "promote_blocker": (
             offers.promotion_blocker(build=build, acting_user=request.user)
@@ -144,6 +155,126 @@ def build_contents_hash(request, name):
         for error in form.errors.get("contents_hash", [_("Enter a contents hash.")]):
             messages.error(request, error)
     return redirect("releases:build_detail", name=build.name)
+
+
+# --- The contents hash on an XO ---------------------------------------------------------------
+
+# The command an XO runs on the downloaded .contents file, the XO helper's by hand.
+XO_COMMAND = (
+    'python -c "import sys; from bitfrost.contents.utils import UnifiedContents; '
+    'print(UnifiedContents(sys.argv[1]).contents_hash())" {file}'
+)
+
+
+@require_GET
+def build_contents_file(request, name):
+    """The build's .contents file, to compute its hash on an XO."""
+    build = get_build_for_user(request, name)
+    try:
+        handle = open(build.stored_contents, "rb")  # noqa: SIM115 (FileResponse closes it)
+    except OSError:
+        raise Http404(_("The stored .contents file of this build is missing.")) from None
+    return FileResponse(handle, as_attachment=True, filename=build.contents_name)
+
+
+@require_POST
+def build_xo_helper(request, name):
+    """Make a one-time XO helper link and show it, once."""
+    build = get_build_for_user(request, name, edit=True)
+    try:
+        helper, token = xohelper.helper_create(build=build, acting_user=request.user)
+    except Refused as refusal:
+        messages.error(request, refusal.message)
+        return redirect("releases:build_detail", name=build.name)
+    link = request.build_absolute_uri(reverse("releases:xo_helper_script", args=[token]))
+    response = render(
+        request,
+        "releases/xo_helper.html",
+        {
+            "build": build,
+            "helper": helper,
+            "link": link,
+            "command": f"curl -so {XO_SCRIPT_NAME} {link} && python {XO_SCRIPT_NAME}",
+        },
+    )
+    response["Cache-Control"] = "no-store"  # the link is shown once
+    return response
+
+
+XO_SCRIPT_NAME = "xo-hash.py"
+
+
+def _xo_text(text: str, status: int = 200) -> HttpResponse:
+    response = HttpResponse(f"{text}\n", status=status, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _xo_gone_script(refusal: Refused) -> HttpResponse:
+    """What an XO that fetched a dead link runs: a script that says so (curl saves it whatever
+    the status, so the reader sees why), for Python 2 and 3."""
+    message = json.dumps(refusal.message, ensure_ascii=True)
+    script = (
+        "import sys\n"
+        f"message = u{message} + u'\\n'\n"
+        "stream = getattr(sys.stderr, 'buffer', sys.stderr)\n"
+        "stream.write(message.encode('utf-8'))\n"
+        "sys.exit(2)\n"
+    )
+    response = HttpResponse(script, status=410, content_type="text/x-python; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_not_required
+@require_GET
+def xo_helper_script(request, token):
+    try:
+        helper = xohelper.helper_find(token)
+    except Refused as refusal:
+        return _xo_gone_script(refusal)
+    urls = {
+        "CONTENTS_URL": reverse("releases:xo_helper_contents", args=[token]),
+        "HASH_URL": reverse("releases:xo_helper_hash", args=[token]),
+        "BUILD_PAGE": reverse("releases:build_detail", args=[helper.build.name]),
+    }
+    script = xohelper.helper_script(
+        helper, urls={key: request.build_absolute_uri(url) for key, url in urls.items()}
+    )
+    response = HttpResponse(script, content_type="text/x-python; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{XO_SCRIPT_NAME}"'
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_not_required
+@require_GET
+def xo_helper_contents(request, token):
+    try:
+        helper = xohelper.helper_find(token)
+    except Refused as refusal:
+        return _xo_text(refusal.message, status=410)
+    try:
+        handle = open(helper.build.stored_contents, "rb")  # noqa: SIM115 (FileResponse closes it)
+    except OSError:
+        return _xo_text(_("The stored .contents file of this build is missing."), status=404)
+    return FileResponse(handle, as_attachment=True, filename=helper.build.contents_name)
+
+
+@login_not_required
+@csrf_exempt  # the token in the URL is the XO's only authority; there is no session
+@require_POST
+def xo_helper_hash(request, token):
+    try:
+        build = xohelper.helper_submit(
+            token=token, value=request.POST.get("contents_hash", "")[:1000]
+        )
+    except Refused as refusal:
+        return _xo_text(refusal.message, status=410 if refusal.code == "xo_helper_gone" else 400)
+    return _xo_text(
+        _("Saved: the contents hash of %(name)s is %(value)s. You can close this terminal.")
+        % {"name": build.name, "value": build.contents_hash}
+    )
 
 
 @require_POST

@@ -172,3 +172,26 @@ def published(cast, tmp_path):
         return build
 
     return _published
+
+
+@pytest.fixture
+def unhashed(cast, tmp_path):
+    """A published build whose contents hash nobody has entered yet."""
+
+    def _unhashed(name="py901-1", *, uploader=None):
+        paths = write_build(tmp_path / "in" / name, name)
+        staged = [stage(path, django_settings.UPLOAD_TEMP_DIR) for path in paths]
+        build = services.build_create(
+            acting_user=uploader or cast.alice,
+            tarball=staged[0],
+            md5_file=staged[1],
+            contents=staged[2],
+        )
+        services.build_validate(build_id=build.pk)
+        services.build_publish(build_id=build.pk)
+        build.refresh_from_db()
+        assert build.status == BuildStatus.PUBLISHED, build.status_detail
+        assert build.contents_hash == ""
+        return build
+
+    return _unhashed
