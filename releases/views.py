@@ -166,6 +166,10 @@ XO_COMMAND = (
 )
 
 
+# A .contents is JSON (checked at upload); said so, never as something a browser might run.
+CONTENTS_TYPE = "application/json"
+
+
 @require_GET
 def build_contents_file(request, name):
     """The build's .contents file, to compute its hash on an XO."""
@@ -174,7 +178,9 @@ def build_contents_file(request, name):
         handle = open(build.stored_contents, "rb")  # noqa: SIM115 (FileResponse closes it)
     except OSError:
         raise Http404(_("The stored .contents file of this build is missing.")) from None
-    return FileResponse(handle, as_attachment=True, filename=build.contents_name)
+    return FileResponse(
+        handle, as_attachment=True, filename=build.contents_name, content_type=CONTENTS_TYPE
+    )
 
 
 @require_POST
@@ -202,6 +208,9 @@ def build_xo_helper(request, name):
 
 
 XO_SCRIPT_NAME = "xo-hash.py"
+# Plain text, like every other download of the portal: curl saves it whatever it is called, and
+# a browser that opens the link shows the script instead of offering to run it.
+XO_SCRIPT_TYPE = "text/plain; charset=utf-8"
 
 
 def _xo_text(text: str, status: int = 200) -> HttpResponse:
@@ -221,7 +230,7 @@ def _xo_gone_script(refusal: Refused) -> HttpResponse:
         "stream.write(message.encode('utf-8'))\n"
         "sys.exit(2)\n"
     )
-    response = HttpResponse(script, status=410, content_type="text/x-python; charset=utf-8")
+    response = HttpResponse(script, status=410, content_type=XO_SCRIPT_TYPE)
     response["Cache-Control"] = "no-store"
     return response
 
@@ -241,7 +250,7 @@ def xo_helper_script(request, token):
     script = xohelper.helper_script(
         helper, urls={key: request.build_absolute_uri(url) for key, url in urls.items()}
     )
-    response = HttpResponse(script, content_type="text/x-python; charset=utf-8")
+    response = HttpResponse(script, content_type=XO_SCRIPT_TYPE)
     response["Content-Disposition"] = f'attachment; filename="{XO_SCRIPT_NAME}"'
     response["Cache-Control"] = "no-store"
     return response
@@ -258,7 +267,9 @@ def xo_helper_contents(request, token):
         handle = open(helper.build.stored_contents, "rb")  # noqa: SIM115 (FileResponse closes it)
     except OSError:
         return _xo_text(_("The stored .contents file of this build is missing."), status=404)
-    return FileResponse(handle, as_attachment=True, filename=helper.build.contents_name)
+    return FileResponse(
+        handle, as_attachment=True, filename=helper.build.contents_name, content_type=CONTENTS_TYPE
+    )
 
 
 @login_not_required

@@ -9,5 +9,8 @@ urlpatterns = [
     path("client/", views.client_install, name="client_install"),
     path("client/xs-sync-report", views.client_script, name="client_script"),
     path("builds/<str:name>/", views.build_coverage, name="build_coverage"),
+    path("servers/add/", views.server_add, name="server_add"),
+    path("<str:hostname>/edit/", views.server_edit, name="server_edit"),
+    path("<str:hostname>/token/", views.server_token, name="server_token"),
     path("<str:hostname>/", views.server_detail, name="server_detail"),
 ]

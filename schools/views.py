@@ -2,18 +2,22 @@ import csv
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
-from portal import charts
+from portal import charts, roles
+from portal.access import require_role
 from portal.humanize import percent
 from releases.models import Build
 
 from . import selectors, services
+from .forms import ServerForm
+from .models import SchoolServer
 
 PAGE_SIZE = 100
 CSV_FIELDS = (
@@ -57,6 +61,7 @@ def overview(request):
             "filters": filters,
             "newest": newest,
             "query": query.urlencode(),
+            "can_manage": roles.has_role(request.user, roles.COORDINATORS),
         },
     )
 
@@ -119,8 +124,68 @@ def server_detail(request, hostname):
             "syncs": server.syncs.select_related("build").order_by("-last_seen_at")[:200],
             "checkins": server.checkins.all()[:50],
             "newest": newest,
+            "can_manage": roles.has_role(request.user, roles.COORDINATORS),
         },
     )
+
+
+# --- Coordinators manage the servers (audited by the services) --------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def server_add(request):
+    require_role(request, roles.COORDINATORS)
+    form = ServerForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        server = services.server_add(server=form.save(commit=False), acting_user=request.user)
+        messages.success(
+            request,
+            _("School server %(name)s added. Issue its report token below.")
+            % {"name": server.hostname},
+        )
+        return redirect("schools:server_detail", hostname=server.hostname)
+    return render(request, "schools/server_form.html", {"form": form, "hostname": None})
+
+
+@require_http_methods(["GET", "POST"])
+def server_edit(request, hostname):
+    require_role(request, roles.COORDINATORS)
+    server = get_object_or_404(SchoolServer, hostname=hostname)
+    form = ServerForm(request.POST or None, instance=server)
+    if request.method == "POST" and form.is_valid():
+        changes = {name: form.cleaned_data[name] for name in services.EDITABLE_FIELDS}
+        changed = services.server_update(server=server, acting_user=request.user, changes=changes)
+        if changed:
+            messages.success(request, _("Changes saved."))
+        else:
+            messages.info(request, _("Nothing changed."))
+        return redirect("schools:server_detail", hostname=server.hostname)
+    # The form may have changed `server` in memory: the page names it as stored.
+    return render(request, "schools/server_form.html", {"form": form, "hostname": hostname})
+
+
+@require_http_methods(["GET", "POST"])
+def server_token(request, hostname):
+    """Issue (or replace) the server's report token and show it, once. Replacing one stops
+    the server's reports until its settings change, so GET asks first."""
+    require_role(request, roles.COORDINATORS)
+    server = get_object_or_404(SchoolServer, hostname=hostname)
+    replaced = bool(server.token_hash)
+    if request.method == "GET":
+        return render(request, "schools/server_token_confirm.html", {"server": server})
+    key = services.server_token_rotate(server=server, acting_user=request.user)
+    response = render(
+        request,
+        "schools/server_token.html",
+        {
+            "server": server,
+            "token": key,
+            "replaced": replaced,
+            "portal_url": request.build_absolute_uri("/").rstrip("/"),
+        },
+    )
+    response["Cache-Control"] = "no-store"  # shown once
+    return response
 
 
 @require_GET

@@ -38,6 +38,7 @@ STAFF_ROLES = {"dave", "alice", "carol", "root"}  # any of the three roles
 UPLOADERS = {"alice", "root"}
 APPROVERS = {"carol", "root"}
 EDITORS = UPLOADERS | APPROVERS  # may set a contents hash or retry a publication
+COORDINATORS = {"dave", "root"}  # may add and edit school servers and issue their tokens
 ADMINS = {"root"}  # is_staff
 
 
@@ -90,6 +91,8 @@ ACCESS = {
     "builds/<str:name>/status/": {"GET": page(EVERYONE), "POST": page(None)},
     "builds/<str:name>/contents-hash/": {"GET": page(None), "POST": page(EDITORS)},
     "builds/<str:name>/retry/": {"GET": page(None), "POST": page(EDITORS)},
+    "builds/<str:name>/contents/": {"GET": page(EVERYONE), "POST": page(None)},
+    "builds/<str:name>/xo-helper/": {"GET": page(None), "POST": page(EDITORS)},
     "builds/<str:name>/promote/": {"GET": page(APPROVERS), "POST": page(APPROVERS)},
     "builds/<str:name>/withdraw/": {"GET": page(None), "POST": page(APPROVERS)},
     "builds/<str:name>/recall/": {"GET": page(None), "POST": page(APPROVERS)},
@@ -105,12 +108,20 @@ ACCESS = {
         "GET": api(STAFF_ROLES),
         "POST": {a: "405" if a in STAFF_ROLES else api(STAFF_ROLES)[a] for a in ACTORS},
     },
+    # The XO helper's one-time link is its only authority: an unknown one is gone (410) for
+    # everybody, session or not, and changes nothing.
+    "xo/<str:token>": {"GET": same("ok"), "POST": same("405")},
+    "xo/<str:token>/contents": {"GET": same("ok"), "POST": same("405")},
+    "xo/<str:token>/hash": {"GET": same("405"), "POST": same("ok")},
     # School servers authenticate with their own bearer token, never a session.
     "api/schools/checkin/": {"GET": same("405"), "POST": same("401")},
     "schools/": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/client/": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/client/xs-sync-report": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/builds/<str:name>/": {"GET": page(EVERYONE), "POST": page(None)},
+    "schools/servers/add/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
+    "schools/<str:hostname>/edit/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
+    "schools/<str:hostname>/token/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
     "schools/<str:hostname>/": {"GET": page(EVERYONE), "POST": page(None)},
     # Ours (it shadows the admin's own login, which would skip the throttle).
     "admin/login/": {"GET": same("login"), "POST": same("login")},
@@ -185,6 +196,7 @@ def world(cast, published):
         "content_type_id": ContentType.objects.get_for_model(Build).pk,
         "app_label": "portal",
         "url": "nothing-here/",
+        "token": "no-such-link",
     }
     World.admin_ids = {
         "auth/group": Group.objects.first().pk,
@@ -229,6 +241,12 @@ def post_data(route: str, world) -> dict:
         "builds/<str:name>/promote/": {"priority": "normal", "reason": "tested in two schools"},
         "deployments/stop-all/": {"reason": "a bad build reached the schools"},
         "deployments/drift/": {"choice": "overwrite"},
+        "schools/servers/add/": {"hostname": "xs-new.local", "school": "Escuela nueva"},
+        "schools/<str:hostname>/edit/": {
+            "hostname": world.server.hostname,
+            "school": "Escuela renombrada",
+            "active": "",
+        },
         "admin/portal/apitoken/add/": {"user": world.cast.alice.pk, "name": "from the admin"},
         "admin/portal/apitoken/": {"action": "revoke", "_selected_action": [world.token.pk]},
         "admin/schools/schoolserver/": {
@@ -322,10 +340,12 @@ def test_an_approver_cannot_approve_their_own_build(client, cast, published):
 
 # --- CSRF -----------------------------------------------------------------------------------
 
+# The API and the XO helper's link take no session, so no CSRF token either: their token is
+# their authority (tests/releases/test_xo_helper.py posts without one).
 CSRF_CASES = sorted(
     route
     for route, methods in ACCESS.items()
-    if methods["POST"]["root"] in ("ok", "login") and not route.startswith("api/")
+    if methods["POST"]["root"] in ("ok", "login") and not route.startswith(("api/", "xo/"))
 )
 
 
