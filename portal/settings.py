@@ -318,6 +318,14 @@ SCHOOL_SILENT_AFTER = _duration("SCHOOL_SILENT_AFTER", "36h")
 SCHOOL_LOST_AFTER = _duration("SCHOOL_LOST_AFTER", "7d")
 if SCHOOL_LOST_AFTER <= SCHOOL_SILENT_AFTER:
     raise ImproperlyConfigured("SCHOOL_LOST_AFTER must be longer than SCHOOL_SILENT_AFTER")
+# Resumable uploads (the upload page and the API send the archive in chunks): an upload
+# nobody has added to for UPLOAD_RESUME_TTL is removed with what it held.
+UPLOAD_RESUME_TTL = _duration("UPLOAD_RESUME_TTL", "24h")
+UPLOAD_CHUNK_BYTES = _positive_int("UPLOAD_CHUNK_BYTES", 8 * 1024**2)
+UPLOAD_CHUNK_MAX_BYTES = _positive_int("UPLOAD_CHUNK_MAX_BYTES", 64 * 1024**2)
+if UPLOAD_CHUNK_BYTES > UPLOAD_CHUNK_MAX_BYTES:
+    raise ImproperlyConfigured("UPLOAD_CHUNK_BYTES must not be larger than UPLOAD_CHUNK_MAX_BYTES")
+UPLOAD_RESUME_MAX_OPEN = _positive_int("UPLOAD_RESUME_MAX_OPEN", 4)
 # How long an XO helper link (the build page's contents hash step) stays usable.
 XO_HELPER_TTL = _duration("XO_HELPER_TTL", "2h")
 # The mothership's rsyncd log, followed every few minutes (empty: not followed).

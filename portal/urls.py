@@ -20,6 +20,8 @@ urlpatterns = [
     path("", include("releases.urls")),
     path("api/builds/", releases_api.builds, name="api_builds"),
     path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
+    path("api/uploads/", releases_api.uploads, name="api_uploads"),
+    path("api/uploads/<str:upload_id>/", releases_api.upload, name="api_upload"),
     path("api/schools/checkin/", schools_api.checkin, name="api_schools_checkin"),
     path("schools/", include("schools.urls")),
     # The admin's own login would bypass the throttle: send it to ours (`next` is kept).

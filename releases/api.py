@@ -2,12 +2,14 @@
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import JsonResponse
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from portal import roles
 from portal.access import api_view
 
+from . import chunks
 from .models import Build
 from .receive import receive_build, streamed_upload
 
@@ -94,3 +96,19 @@ def build_detail(request, name):
             {"error": _("No build is named %(name)s.") % {"name": name}}, status=404
         )
     return JsonResponse(build_as_json(build))
+
+
+# Resumable uploads for build machines (`releases/client/xo-upload`): the protocol is in
+# releases.chunks; a token is the only way in, so no CSRF.
+
+
+@csrf_exempt
+@api_view(role=roles.UPLOADERS, token_only=True)
+def uploads(request):
+    return chunks.start(request, lambda pk: reverse("api_upload", args=[pk]))
+
+
+@csrf_exempt
+@api_view(role=roles.UPLOADERS, token_only=True)
+def upload(request, upload_id):
+    return chunks.upload(request, upload_id, reverse("api_upload", args=[upload_id]))

@@ -9,10 +9,19 @@ class UploadForm(forms.Form):
 
     tarball = forms.FileField(
         label=_("Build archive"),
+        required=False,
         help_text=_("<name>-tree.tar.bz2, -tree.tar.xz or -tree.tar.lzma"),
+        widget=forms.ClearableFileInput(attrs={"accept": ".bz2,.xz,.lzma"}),
     )
-    md5 = forms.FileField(label=_("Checksum file (.md5)"))
-    contents = forms.FileField(label=_("Contents manifest (.contents)"))
+    # Or the archive sent before in chunks (releases.resumable): the finished upload's id.
+    tarball_upload = forms.CharField(required=False, max_length=64, widget=forms.HiddenInput)
+    md5 = forms.FileField(
+        label=_("Checksum file (.md5)"), widget=forms.ClearableFileInput(attrs={"accept": ".md5"})
+    )
+    contents = forms.FileField(
+        label=_("Contents manifest (.contents)"),
+        widget=forms.ClearableFileInput(attrs={"accept": ".contents"}),
+    )
     name = forms.RegexField(
         label=_("Build name"),
         regex=NAME_PATTERN,
@@ -32,6 +41,16 @@ class UploadForm(forms.Form):
         max_length=128,
         help_text=_("Optional: the hash computed on an XO. Needed to promote, not to publish."),
     )
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("tarball") and cleaned.get("tarball_upload"):
+            raise forms.ValidationError(
+                _("Send the build archive once: as a file or as a finished upload, not both.")
+            )
+        if not cleaned.get("tarball") and not cleaned.get("tarball_upload"):
+            self.add_error("tarball", forms.ValidationError(_("This field is required.")))
+        return cleaned
 
 
 class ContentsHashForm(forms.Form):

@@ -501,3 +501,37 @@ class XoHelper(models.Model):
 
     def usable(self, now=None) -> bool:
         return self.used_at is None and (now or timezone.now()) < self.expires_at
+
+
+class ResumableUpload(models.Model):
+    """A build archive arriving in chunks (`releases.resumable`): how much of it the portal
+    holds and the running checksums of those bytes, so an upload cut off at 90 % goes on from
+    there instead of starting over. The bytes live in UPLOAD_TEMP_DIR as `.resume-<id>`."""
+
+    id = models.CharField(primary_key=True, max_length=32, editable=False)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="resumable_uploads"
+    )
+    filename = models.CharField(_("file name"), max_length=255)
+    size = models.BigIntegerField(_("size in bytes"))
+    received = models.BigIntegerField(_("bytes received"), default=0)
+    md5_state = models.BinaryField()
+    sha256_state = models.BinaryField()
+    # The sha256 of the first chunk: tells two files of one name and size apart on resume.
+    first_chunk_sha256 = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+
+    def __str__(self):
+        return f"{self.filename} ({self.received}/{self.size})"
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.UPLOAD_TEMP_DIR) / f".resume-{self.id}"
+
+    @property
+    def complete(self) -> bool:
+        return self.received == self.size

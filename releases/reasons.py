@@ -32,6 +32,41 @@ MESSAGES = {
         "The portal could not store the upload (%(error)s); nothing was kept. Tell the "
         "administrator (the disk may be full) and try again."
     ),
+    # Resumable uploads (releases.resumable).
+    "upload_unknown": _(
+        "The portal holds no such upload (it was finished, or removed after "
+        "UPLOAD_RESUME_TTL without news): start the upload again."
+    ),
+    "upload_lost": _("The bytes of this upload are no longer on the portal: start it again."),
+    "upload_offset": _(
+        "This chunk does not start where the upload stands: the portal holds %(offset)s "
+        "bytes, send from there."
+    ),
+    "upload_range": _(
+        "The chunk of bytes %(start)s to %(end)s of %(total)s does not fit this upload of "
+        "%(size)s bytes."
+    ),
+    "upload_chunk_too_large": _("A chunk may hold at most %(limit)s bytes."),
+    "upload_digest_format": _("“%(value)s” is not a sha256 digest (64 hexadecimal digits)."),
+    "upload_chunk_digest": _(
+        "The chunk arrived damaged (its sha256 is %(actual)s, not %(expected)s); nothing of "
+        "it was kept. Send it again."
+    ),
+    "upload_interrupted": _(
+        "The chunk was cut off after %(received)s of its %(length)s bytes; nothing of it was "
+        "kept. Send it again."
+    ),
+    "upload_busy": _("Another request is sending to this upload right now; wait for it."),
+    "upload_incomplete": _(
+        "The upload is not finished: the portal holds %(received)s of its %(size)s bytes."
+    ),
+    "upload_too_many": _(
+        "You have %(limit)s unfinished uploads already: finish one, or let them expire."
+    ),
+    "upload_no_space": _(
+        "The portal's disk has room for %(free)s bytes, not the %(size)s of this archive. "
+        "Tell the administrator."
+    ),
     "md5_format": _(
         "The .md5 file is not in md5sum format (“<32 hex digits>  <file name>”): %(problem)s"
     ),

@@ -1,6 +1,7 @@
 """The upload form and the API share this: parse the streamed request, check the form, hand
-the staged files to `services.build_create`, and always clean up what was not taken
-(`streamed_upload`)."""
+the staged files (or the archive of a finished resumable upload) to `services.build_create`,
+and always clean up what was not taken (`streamed_upload`; a resumable upload outlives a
+refusal, so the archive is not sent again)."""
 
 import contextlib
 
@@ -11,7 +12,7 @@ from django.http import UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
 
-from . import checks, services
+from . import checks, resumable, services
 from .forms import UploadForm
 from .reasons import Refused, render
 from .uploads import HashingUploadHandler, discard_staged, error_field, field_limits
@@ -73,15 +74,25 @@ def receive_build(request, *, via: str):
             checks.check_contents(
                 data["contents"].staged.path, max_bytes=settings.MAX_CONTENTS_BYTES
             )
+        upload = None
+        if data["tarball_upload"]:
+            upload = resumable.upload_get(
+                acting_user=request.user, upload_id=data["tarball_upload"]
+            )
+            tarball = resumable.upload_finish(upload=upload)
+        else:
+            tarball = data["tarball"].staged
         build = services.build_create(
             acting_user=request.user,
-            tarball=data["tarball"].staged,
+            tarball=tarball,
             md5_file=data["md5"].staged,
             contents=data["contents"].staged,
             name=data["name"],
             contents_hash=data["contents_hash"],
             via=via,
         )
+        if upload is not None:
+            resumable.upload_discard(upload=upload)  # its file is the build's now
         return build, None
     except Refused as rejection:
         return None, {error_field(rejection.code, rejection.params): [rejection.message]}

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 from django.utils import timezone
 
-from . import deploy, recheck, services, uploads
+from . import deploy, recheck, resumable, services, uploads
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -43,6 +43,7 @@ def sweep(now=None) -> dict:
         "abandoned_uploads": uploads.remove_abandoned(
             Path(settings.UPLOAD_TEMP_DIR), now=now.timestamp()
         ),
+        "expired_resumable_uploads": resumable.sweep_resumable(now=now),
     }
 
 

@@ -390,7 +390,7 @@ def error_field(code: str, params: dict) -> str:
     """Which form field a rejection belongs to, so the message appears beside it."""
     if code in ("file_empty", "file_missing"):
         return params.get("field", "__all__")
-    if code in ("tarball_name", "too_large"):
+    if code in ("tarball_name", "too_large") or code.startswith("upload_"):
         return "tarball"
     for prefix, field in (
         ("name_", "name"),

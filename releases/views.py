@@ -15,13 +15,13 @@ from django.utils import timezone
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from portal import roles
 from portal.access import require_role
 
-from . import deploy, offers, recheck, services, updates_cfg, xohelper
+from . import chunks, deploy, offers, recheck, services, updates_cfg, xohelper
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
@@ -62,6 +62,22 @@ def build_upload(request):
             # The CSRF check reads the body first: one it cannot take apart (or too large to
             # read) is answered here, with the reason; nothing was kept.
             return _upload_refused(request, body_refused(request, exc))
+
+
+# The upload page's script sends the archive in chunks (releases.chunks) before it posts the
+# form with the finished upload's id instead of the file; with a session, so CSRF applies.
+
+
+@require_http_methods(["POST"])
+def upload_start(request):
+    require_role(request, roles.UPLOADERS)
+    return chunks.start(request, lambda pk: reverse("releases:upload_chunk", args=[pk]))
+
+
+@require_http_methods(["GET", "PUT", "DELETE"])
+def upload_chunk(request, upload_id):
+    require_role(request, roles.UPLOADERS)
+    return chunks.upload(request, upload_id, reverse("releases:upload_chunk", args=[upload_id]))
 
 
 @csrf_protect

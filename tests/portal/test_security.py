@@ -87,6 +87,9 @@ ACCESS = {
     "i18n/setlang/": {"GET": same("ok"), "POST": same("ok")},
     "builds/": {"GET": page(EVERYONE), "POST": page(None)},
     "upload/": {"GET": page(UPLOADERS), "POST": page(UPLOADERS)},
+    # The upload page's chunks (JSON, with the session and its CSRF token).
+    "upload/chunked/": {"GET": page(None), "POST": page(UPLOADERS)},
+    "upload/chunked/<str:upload_id>/": {"GET": page(UPLOADERS), "POST": page(None)},
     "builds/<str:name>/": {"GET": page(EVERYONE), "POST": page(None)},
     "builds/<str:name>/status/": {"GET": page(EVERYONE), "POST": page(None)},
     "builds/<str:name>/contents-hash/": {"GET": page(None), "POST": page(EDITORS)},
@@ -113,6 +116,9 @@ ACCESS = {
     "xo/<str:token>": {"GET": same("ok"), "POST": same("405")},
     "xo/<str:token>/contents": {"GET": same("ok"), "POST": same("405")},
     "xo/<str:token>/hash": {"GET": same("405"), "POST": same("ok")},
+    # A build machine's chunks: a token only, like every API write.
+    "api/uploads/": {"GET": same("401"), "POST": same("401")},
+    "api/uploads/<str:upload_id>/": {"GET": same("401"), "POST": same("401")},
     # School servers authenticate with their own bearer token, never a session.
     "api/schools/checkin/": {"GET": same("405"), "POST": same("401")},
     "schools/": {"GET": page(EVERYONE), "POST": page(None)},
@@ -197,6 +203,7 @@ def world(cast, published):
         "app_label": "portal",
         "url": "nothing-here/",
         "token": "no-such-link",
+        "upload_id": "no-such-upload",
     }
     World.admin_ids = {
         "auth/group": Group.objects.first().pk,

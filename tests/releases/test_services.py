@@ -254,6 +254,7 @@ def test_the_sweeper_leaves_builds_that_are_making_progress_alone(upload):
         "deploy": 0,
         "recall": 0,
         "abandoned_uploads": 0,
+        "expired_resumable_uploads": 0,
     }
 
 
