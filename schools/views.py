@@ -228,7 +228,7 @@ def servers_import_confirm(request):
         return _import_preview(request, text=text, name=content["name"], plan=plan)
     messages.success(
         request,
-        _("Imported: %(created)s added, %(changed)s changed, %(skipped)s lines skipped.")
+        _("Imported. Servers added: %(created)s; changed: %(changed)s; lines skipped: %(skipped)s.")
         % {"created": result.created, "changed": result.changed, "skipped": len(result.errors)},
     )
     return redirect("schools:overview")

@@ -105,7 +105,7 @@ def test_confirming_imports_the_previewed_file_audited_as_the_coordinator(cast, 
     response = client.post(CONFIRM, {"payload": payload}, follow=True)
 
     assert response.redirect_chain == [(reverse("schools:overview"), 302)]
-    assert "Imported: 1 added, 1 changed, 1 lines skipped." in response.content.decode()
+    assert "Imported. Servers added: 1; changed: 1; lines skipped: 1." in response.content.decode()
     caacupe = SchoolServer.objects.get(hostname="xs-caacupe-1.local")
     assert (caacupe.school, caacupe.active) == ("Escuela Uno", False)
     assert SchoolServer.objects.get(hostname="xs-luque-1.local").name == "xs-luque-1"
