@@ -252,9 +252,10 @@ class Plan:
         return not self.fatal and any(line.kind != "unchanged" for line in self.lines)
 
     @property
-    def entries(self) -> list:
-        """The good lines and the errors in the file's order (the preview's table)."""
-        return sorted([*self.lines, *self.errors], key=lambda entry: entry.line)
+    def notable(self) -> list:
+        """The preview's table: the errors (what the reader must act on), then the changes,
+        then the new servers, each in the file's order."""
+        return [*self.errors, *self.changed, *self.new]
 
     @property
     def fingerprint(self) -> str:

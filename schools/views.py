@@ -22,6 +22,9 @@ from .forms import ServerForm, ServersImportConfirmForm, ServersImportForm
 from .models import SchoolServer
 
 PAGE_SIZE = 100
+# Lines the import preview lists one by one (its totals count them all): a whole
+# deployment's first import would otherwise be a page of megabytes.
+PREVIEW_LINES = 500
 CSV_FIELDS = (
     "hostname", "name", "school", "department", "contact", "address", "active", "state",
     "has_newest", "last_report_at", "last_refresh_status", "disk_free_bytes", "last_error",
@@ -236,11 +239,14 @@ def servers_import_confirm(request):
 
 def _import_preview(request, *, text, name, plan):
     payload = ServersImportConfirmForm.payload_for(text=text, name=name, plan=plan)
+    notable = plan.notable
     response = render(
         request,
         "schools/servers_import_preview.html",
         {
             "plan": plan,
+            "entries": notable[:PREVIEW_LINES],
+            "not_shown": max(len(notable) - PREVIEW_LINES, 0),
             "name": name,
             "sha256": hashlib.sha256(text.encode()).hexdigest(),
             "confirm": ServersImportConfirmForm(initial={"payload": payload}),

@@ -14,6 +14,7 @@ from django.urls import reverse
 from releases.audit import AuditAction
 from releases.models import AuditEvent
 from schools import forms as school_forms
+from schools import views
 from schools.models import SchoolServer
 from tests.factories import english_client
 
@@ -201,6 +202,17 @@ def test_an_expired_preview_is_refused(cast, servers, monkeypatch):
 
     assert "more than an hour old" in response.content.decode()
     assert not AuditEvent.objects.exists()
+
+
+def test_a_long_preview_lists_the_errors_first_and_counts_the_rest(cast, servers, monkeypatch):
+    monkeypatch.setattr(views, "PREVIEW_LINES", 2)
+
+    response = upload(login(cast.dave), CSV)
+
+    body = response.content.decode()
+    assert [entry.line for entry in response.context["entries"]] == [5, 2]
+    assert 'id="import-new">1<' in body
+    assert "1 more line is not listed here" in body
 
 
 def test_a_file_that_changes_nothing_offers_no_confirmation(cast, servers):

@@ -37,7 +37,8 @@ def test_it_sorts_lines_into_new_changed_unchanged_and_errors():
     assert result.new[0].values["name"] == "xs-2"
     [error] = result.errors
     assert (error.line, error.code, error.column) == (4, "servers_csv_school_empty", "school")
-    assert [entry.kind for entry in result.entries] == ["unchanged", "new", "error"]
+    # The preview lists what the reader must act on first.
+    assert [entry.kind for entry in result.notable] == ["error", "new"]
     assert result.to_write == 1 and result.writes
 
 
