@@ -314,6 +314,23 @@ MESSAGES = {
         "lines refused: %(refused)s; switched on: %(activated)s; switched off: "
         "%(deactivated)s."
     ),
+    # A school servers' CSV file, line by line (schools.servers_csv). The command prints
+    # these as they are; the import page adds what to do (servers_csv.HINTS).
+    "servers_csv_missing_columns": _("missing columns: %(columns)s"),
+    "servers_csv_unreadable": _(
+        "this line cannot be read as CSV (%(error)s); nothing was imported"
+    ),
+    "servers_csv_extra_fields": _("more fields than columns"),
+    "servers_csv_hostname": _("hostname %(value)s is not a host name"),
+    "servers_csv_school_empty": _("school is empty"),
+    "servers_csv_active": _("active must be yes or no, not %(value)s"),
+    "servers_csv_address": _("address %(value)s is not an IP address"),
+    "servers_csv_too_long": _("%(column)s is longer than %(limit)s characters"),
+    "servers_csv_duplicate": _("%(hostname)s already appears on line %(first)s"),
+    "servers_import_stale": _(
+        "The school servers changed since this preview was made (someone edited one or "
+        "imported a file), so nothing was imported. Check the preview again and confirm."
+    ),
 }
 
 

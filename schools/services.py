@@ -6,8 +6,6 @@ server's reports); these functions assume they did. The writes people make (a to
 import, an edit) are audited in the same transaction. Sync states have one writer,
 `_states_save`, and one rule for `held_since`."""
 
-import csv
-import io
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
@@ -19,8 +17,9 @@ from django.utils import timezone
 
 from releases.audit import AuditAction, audit
 from releases.models import Build
+from releases.reasons import Refused
 
-from .checkin import HOSTNAME_RE
+from . import servers_csv
 from .models import (
     HELD_STATUSES,
     CheckIn,
@@ -31,6 +30,9 @@ from .models import (
     hash_token,
 )
 from .rsynclog import Position, parse_line, read_new_lines
+
+# The overview's export and the import command use CSV_COLUMNS and spreadsheet_safe from here.
+from .servers_csv import CSV_COLUMNS, spreadsheet_safe  # noqa: F401
 
 CHECKIN_HISTORY = 100
 # What a check-in reads of a server's states to tell which ones changed.
@@ -425,109 +427,65 @@ def _is_ip(value: str) -> bool:
 
 # --- CSV import ------------------------------------------------------------------------------
 
-CSV_COLUMNS = ["hostname", "name", "school", "department", "contact", "address", "active", "notes"]
-REQUIRED_COLUMNS = {"hostname", "school"}
-TRUE_WORDS = {"1", "true", "yes", "si", "sí", "y", "x"}
-FALSE_WORDS = {"0", "false", "no", "n", ""}
-
 
 @dataclass
 class ImportResult:
     created: int = 0
-    updated: int = 0
-    errors: list = field(default_factory=list)  # (line number, message)
+    updated: int = 0  # lines of servers the portal had, changed or not
+    errors: list = field(default_factory=list)  # (line number, message as the code writes it)
+    changed: int = 0  # of those, the ones the file really changed
 
 
-# Text a spreadsheet would run as a formula; the CSV export prefixes it with an apostrophe
-# (the OWASP advice against CSV injection), and the import takes that apostrophe off again.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+def _stored_values(hostnames, *, lock: bool = False) -> dict:
+    """{hostname: {field: value}} of the servers among `hostnames`, as `compare` reads them."""
+    servers = SchoolServer.objects.filter(hostname__in=hostnames)
+    if lock:
+        servers = servers.select_for_update()
+    return {row["hostname"]: row for row in servers.values("pk", "hostname", *servers_csv.FIELDS)}
 
 
-def spreadsheet_safe(text: str) -> str:
-    return f"'{text}" if text.startswith(FORMULA_STARTS) else text
+def servers_import_plan(*, text: str) -> servers_csv.Plan:
+    """What importing `text` would do now, line by line; writes nothing (the preview)."""
+    reading = servers_csv.read(text)
+    return servers_csv.compare(reading, _stored_values(reading.rows))
 
 
-def _from_spreadsheet(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
-
-
-def _row_values(row: dict, line: int):
-    row = {
-        key: _from_spreadsheet(value) if isinstance(value, str) else value
-        for key, value in row.items()
-    }
-    hostname = (row.get("hostname") or "").strip().lower()
-    if not hostname or not HOSTNAME_RE.match(hostname):
-        raise ValueError(f"hostname {hostname!r} is not a host name")
-    school = (row.get("school") or "").strip()
-    if not school:
-        raise ValueError("school is empty")
-    active_word = (row.get("active") or "").strip().lower()
-    if active_word and active_word not in TRUE_WORDS | FALSE_WORDS:
-        raise ValueError(f"active must be yes or no, not {active_word!r}")
-    address = (row.get("address") or "").strip() or None
-    if address and not _is_ip(address):
-        raise ValueError(f"address {address!r} is not an IP address")
-    values = {
-        "name": (row.get("name") or "").strip() or hostname.split(".")[0],
-        "school": school,
-        "department": (row.get("department") or "").strip(),
-        "contact": (row.get("contact") or "").strip(),
-        "notes": (row.get("notes") or "").strip(),
-        "address": address,
-        "active": active_word in TRUE_WORDS if active_word else True,
-    }
-    for key, limit in (("name", 100), ("school", 200), ("department", 100), ("contact", 200)):
-        if len(values[key]) > limit:
-            raise ValueError(f"{key} is longer than {limit} characters")
-    return hostname, values
-
-
-def servers_import_csv(*, text: str, acting_user=None) -> ImportResult:
+def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> ImportResult:
     """Create or update servers by hostname. Each bad line is reported with its number and
     skipped; the good lines are imported together, in one transaction, audited as one
     event with the counts and every server whose `active` flag the file changed. A file
-    that changes nothing (every line as the portal has it already) is not audited."""
-    result = ImportResult()
-    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
-    try:
-        header = {(name or "").strip().lower() for name in reader.fieldnames or []}
-        missing = REQUIRED_COLUMNS - header
-        if missing:
-            result.errors.append((1, f"missing columns: {', '.join(sorted(missing))}"))
-            return result
-        reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
-        rows = _valid_rows(reader, result)
-    except csv.Error as exc:
-        # The file itself is broken (e.g. a field over csv.field_size_limit()): what follows
-        # cannot be trusted, so nothing is imported.
-        # line_num counts the lines read before the one that failed.
-        result.errors.append(
-            (reader.line_num + 1, f"this line cannot be read as CSV ({exc}); nothing was imported")
-        )
+    that changes nothing (every line as the portal has it already) is not audited.
+
+    1. read the file (`servers_csv.read`, the same reading the preview shows);
+    2. lock the rows it names and compare (`servers_csv.compare`); with `expected`, the
+       fingerprint of the plan a person confirmed, refuse (`Refused`) if this one differs;
+    3. write the new and changed servers and the audit event."""
+    reading = servers_csv.read(text)
+    result = ImportResult(errors=[(error.line, error.english) for error in reading.errors])
+    if reading.fatal or not reading.rows:
+        if expected and expected != servers_csv.compare(reading, {}).fingerprint:
+            raise Refused("servers_import_stale")
         return result
-    if not rows:
-        return result
-    active_changes, rewritten = {}, 0
     with transaction.atomic():
-        existing = {s.hostname: s for s in SchoolServer.objects.filter(hostname__in=rows)}
-        for hostname, (_line, values) in rows.items():
-            server = existing.get(hostname)
-            if server is None:
-                SchoolServer.objects.create(hostname=hostname, **values)
-                result.created += 1
-                continue
-            result.updated += 1
-            if all(getattr(server, key) == value for key, value in values.items()):
-                continue  # a line that says what the portal already has
-            if server.active != values["active"]:
-                active_changes[hostname] = [server.active, values["active"]]
-            for key, value in values.items():
-                setattr(server, key, value)
-            server.save(update_fields=list(values))
-            rewritten += 1
-        if not result.created and not rewritten:
+        plan = servers_csv.compare(reading, _stored_values(reading.rows, lock=True))
+        if expected and expected != plan.fingerprint:
+            raise Refused("servers_import_stale")
+        result.created = len(plan.new)
+        result.updated = len(plan.lines) - result.created
+        result.changed = len(plan.changed)
+        SchoolServer.objects.bulk_create(
+            [SchoolServer(hostname=line.hostname, **line.values) for line in plan.new]
+        )
+        for line in plan.changed:
+            changes = {key: new for key, (_old, new) in line.changes.items()}
+            SchoolServer.objects.filter(pk=line.stored["pk"]).update(**changes)
+        if not plan.writes:
             return result
+        active_changes = {
+            line.hostname: list(line.changes["active"])
+            for line in plan.changed
+            if "active" in line.changes
+        }
         audit(
             action=AuditAction.SERVERS_IMPORT,
             actor=acting_user,
@@ -542,26 +500,6 @@ def servers_import_csv(*, text: str, acting_user=None) -> ImportResult:
             },
         )
     return result
-
-
-def _valid_rows(reader: csv.DictReader, result: ImportResult) -> dict:
-    """{hostname: (line, values)} for the good lines; each bad one goes to result.errors."""
-    rows = {}
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            result.errors.append((line, "more fields than columns"))
-            continue
-        try:
-            hostname, values = _row_values(row, line)
-        except ValueError as exc:
-            result.errors.append((line, str(exc)))
-            continue
-        if hostname in rows:
-            result.errors.append((line, f"{hostname} already appears on line {rows[hostname][0]}"))
-            continue
-        rows[hostname] = (line, values)
-    return rows
 
 
 def rsync_log_follow(*, path=None, max_rounds: int = 20) -> int:

@@ -1,4 +1,5 @@
 import csv
+import hashlib
 from pathlib import Path
 
 from django.conf import settings
@@ -8,18 +9,22 @@ from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_GET, require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from portal import charts, roles
 from portal.access import require_role
 from portal.humanize import percent
 from releases.models import Build
+from releases.reasons import Refused
 
 from . import selectors, services
-from .forms import ServerForm
+from .forms import ServerForm, ServersImportConfirmForm, ServersImportForm
 from .models import SchoolServer
 
 PAGE_SIZE = 100
+# Lines the import preview lists one by one (its totals count them all): a whole
+# deployment's first import would otherwise be a page of megabytes.
+PREVIEW_LINES = 500
 CSV_FIELDS = (
     "hostname", "name", "school", "department", "contact", "address", "active", "state",
     "has_newest", "last_report_at", "last_refresh_status", "disk_free_bytes", "last_error",
@@ -186,6 +191,77 @@ def server_token(request, hostname):
     )
     response["Cache-Control"] = "no-store"  # shown once
     return response
+
+
+@require_http_methods(["GET", "POST"])
+def servers_import(request):
+    """Upload a CSV file and see, line by line, what importing it would do; nothing is
+    written here (`servers_import_confirm` does it)."""
+    require_role(request, roles.COORDINATORS)
+    form = ServersImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        text = form.cleaned_data["file"]
+        plan = services.servers_import_plan(text=text)
+        if not plan.fatal:
+            return _import_preview(request, text=text, name=form.file_name, plan=plan)
+        # No header, or broken CSV: there is nothing to preview.
+        form.add_error("file", _line_error(plan.errors[-1]))
+    return render(request, "schools/servers_import.html", {"form": form})
+
+
+@require_POST
+def servers_import_confirm(request):
+    """Import the previewed file, as previewed: refused if the file is not the one the
+    preview showed, or if the servers changed since (then the new preview is shown)."""
+    require_role(request, roles.COORDINATORS)
+    form = ServersImportConfirmForm(request.POST)
+    if not form.is_valid():
+        for message in form.errors.get("payload", [_("Upload the file again.")]):
+            messages.error(request, message)
+        return redirect("schools:servers_import")
+    content = form.cleaned_data["payload"]
+    text = content["text"]
+    try:
+        result = services.servers_import_csv(
+            text=text, acting_user=request.user, expected=content["plan"]
+        )
+    except Refused as refusal:
+        messages.error(request, refusal.message)
+        plan = services.servers_import_plan(text=text)
+        return _import_preview(request, text=text, name=content["name"], plan=plan)
+    messages.success(
+        request,
+        _("Imported. Servers added: %(created)s; changed: %(changed)s; lines skipped: %(skipped)s.")
+        % {"created": result.created, "changed": result.changed, "skipped": len(result.errors)},
+    )
+    return redirect("schools:overview")
+
+
+def _import_preview(request, *, text, name, plan):
+    payload = ServersImportConfirmForm.payload_for(text=text, name=name, plan=plan)
+    notable = plan.notable
+    response = render(
+        request,
+        "schools/servers_import_preview.html",
+        {
+            "plan": plan,
+            "entries": notable[:PREVIEW_LINES],
+            "not_shown": max(len(notable) - PREVIEW_LINES, 0),
+            "name": name,
+            "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "confirm": ServersImportConfirmForm(initial={"payload": payload}),
+        },
+    )
+    response["Cache-Control"] = "no-store"  # it carries the file
+    return response
+
+
+def _line_error(error) -> str:
+    return _("Line %(line)s: %(message)s. %(hint)s") % {
+        "line": error.line,
+        "message": error.message,
+        "hint": error.hint,
+    }
 
 
 @require_GET

@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.contrib.contenttypes.models import ContentType
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 
@@ -23,8 +24,9 @@ from portal.models import ApiToken, LoginAttempt, LoginLockout
 from portal.services import api_token_create
 from releases import offers
 from releases.models import AuditEvent, Build, Deployment, OfferedEntry
+from schools.forms import ServersImportConfirmForm
 from schools.models import SchoolServer
-from schools.services import server_token_rotate
+from schools.services import server_token_rotate, servers_import_plan
 
 from ..factories import PASSWORD, english_client, write_build
 
@@ -126,6 +128,8 @@ ACCESS = {
     "schools/client/xs-sync-report": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/builds/<str:name>/": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/servers/add/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
+    "schools/servers/import/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
+    "schools/servers/import/confirm/": {"GET": page(None), "POST": page(COORDINATORS)},
     "schools/<str:hostname>/edit/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
     "schools/<str:hostname>/token/": {"GET": page(COORDINATORS), "POST": page(COORDINATORS)},
     "schools/<str:hostname>/": {"GET": page(EVERYONE), "POST": page(None)},
@@ -239,6 +243,15 @@ def url_for(route: str, world) -> str:
     return url
 
 
+IMPORT_CSV = "hostname,school\nxs-imported.local,Escuela importada\n"
+
+
+def import_payload() -> str:
+    """The confirm form of a preview of IMPORT_CSV, as the preview page would send it now."""
+    plan = servers_import_plan(text=IMPORT_CSV)
+    return ServersImportConfirmForm.payload_for(text=IMPORT_CSV, name="servers.csv", plan=plan)
+
+
 def post_data(route: str, world) -> dict:
     """What a real form would send, so an allowed POST (or a missing check) would act."""
     return {
@@ -249,6 +262,8 @@ def post_data(route: str, world) -> dict:
         "deployments/stop-all/": {"reason": "a bad build reached the schools"},
         "deployments/drift/": {"choice": "overwrite"},
         "schools/servers/add/": {"hostname": "xs-new.local", "school": "Escuela nueva"},
+        "schools/servers/import/": {"file": SimpleUploadedFile("servers.csv", IMPORT_CSV.encode())},
+        "schools/servers/import/confirm/": {"payload": import_payload()},
         "schools/<str:hostname>/edit/": {
             "hostname": world.server.hostname,
             "school": "Escuela renombrada",

@@ -1,0 +1,110 @@
+"""schools.servers_csv, the reading and comparing both the import page and the import
+command use: data in, a plan out, no database."""
+
+import pytest
+
+from releases.reasons import Refused
+from schools import servers_csv, services
+from schools.models import SchoolServer
+
+HEADER = "hostname,name,school,department,contact,address,active,notes\n"
+STORED = {
+    "xs-1.local": {
+        "name": "xs-1",
+        "school": "Escuela 1",
+        "department": "Central",
+        "contact": "",
+        "address": "10.0.0.1",
+        "active": True,
+        "notes": "",
+    }
+}
+
+
+def plan(text, stored=STORED):
+    return servers_csv.compare(servers_csv.read(text), stored)
+
+
+def test_it_sorts_lines_into_new_changed_unchanged_and_errors():
+    result = plan(
+        HEADER
+        + "xs-1.local,,Escuela 1,Central,,10.0.0.1,sí,\n"
+        + "XS-2.local,,Escuela 2,,,,,\n"
+        + "xs-3.local,,,,,,,\n"
+    )
+    assert [(line.line, line.kind) for line in result.lines] == [(2, "unchanged"), (3, "new")]
+    assert result.new[0].hostname == "xs-2.local"
+    assert result.new[0].values["name"] == "xs-2"
+    [error] = result.errors
+    assert (error.line, error.code, error.column) == (4, "servers_csv_school_empty", "school")
+    # The preview lists what the reader must act on first.
+    assert [entry.kind for entry in result.notable] == ["error", "new"]
+    assert result.to_write == 1 and result.writes
+
+
+def test_a_change_names_each_field_with_its_old_and_new_value():
+    result = plan(HEADER + "xs-1.local,,Escuela Uno,Central,,,no,\n")
+    assert result.changed[0].changes == {
+        "school": ("Escuela 1", "Escuela Uno"),
+        "address": ("10.0.0.1", None),
+        "active": (True, False),
+    }
+
+
+def test_an_error_says_what_and_where_in_english_and_in_the_readers_language():
+    [error] = plan(HEADER + "xs-1.local,,Escuela,,,,quizás,\n").errors
+    assert error.english == "active must be yes or no, not 'quizás'"
+    assert error.column == "active"
+    # The portal's default language, Spanish, outside a request.
+    assert error.message == "active debe ser sí o no, y dice 'quizás'"
+    assert "Escriba sí o no" in error.hint
+
+
+def test_a_file_without_the_columns_is_fatal_and_writes_nothing():
+    result = plan("host,escuela\nxs-1.local,x\n")
+    assert result.fatal and not result.writes and result.to_write == 0
+    assert [(e.line, e.english) for e in result.errors] == [
+        (1, "missing columns: hostname, school")
+    ]
+
+
+def test_the_fingerprint_follows_what_would_be_written_only():
+    text = HEADER + "xs-1.local,,Escuela Uno,Central,,10.0.0.1,yes,\nxs-2.local,,E,,,,,\n"
+    first = plan(text).fingerprint
+    assert plan(text).fingerprint == first
+    # An unchanged line or an error more does not matter; another change does.
+    assert plan(text + "xs-1.local,,x,,,,,\n").fingerprint == first
+    edited = {"xs-1.local": {**STORED["xs-1.local"], "school": "Escuela Otra"}}
+    assert plan(text, edited).fingerprint != first
+
+
+def test_an_exported_file_reads_back_as_unchanged():
+    stored = {"xs-1.local": {**STORED["xs-1.local"], "name": "=1+2", "notes": "-nota"}}
+    values = stored["xs-1.local"]
+    row = [
+        "xs-1.local",
+        *(servers_csv.spreadsheet_safe(values[key]) for key in ("name", "school", "department")),
+        "",
+        values["address"],
+        "yes",
+        servers_csv.spreadsheet_safe(values["notes"]),
+    ]
+    result = plan(HEADER + ",".join(row) + "\n", stored)
+    assert [line.kind for line in result.lines] == ["unchanged"]
+
+
+def test_the_service_refuses_a_plan_that_is_no_longer_the_previewed_one(db):
+    SchoolServer.objects.create(hostname="xs-1.local", name="xs-1", school="Escuela 1")
+    text = HEADER + "xs-1.local,,Escuela Uno,,,,yes,\n"
+    previewed = services.servers_import_plan(text=text).fingerprint
+    SchoolServer.objects.update(school="Escuela Otra")
+
+    with pytest.raises(Refused) as refused:
+        services.servers_import_csv(text=text, expected=previewed)
+
+    assert refused.value.code == "servers_import_stale"
+    assert SchoolServer.objects.get().school == "Escuela Otra"
+    now = services.servers_import_plan(text=text).fingerprint
+    result = services.servers_import_csv(text=text, expected=now)
+    assert (result.created, result.updated, result.changed) == (0, 1, 1)
+    assert SchoolServer.objects.get().school == "Escuela Uno"
