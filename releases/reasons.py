@@ -314,6 +314,34 @@ MESSAGES = {
         "lines refused: %(refused)s; switched on: %(activated)s; switched off: "
         "%(deactivated)s."
     ),
+    # What a school server's report says is wrong (schools.checkin.report_problems).
+    "checkin_md5_differs": _(
+        "%(build)s: the school server holds a file with md5 %(md5)s, not the published "
+        "%(published)s. Its copy is damaged or is another file of that name; it fetches the "
+        "build again on its next puppet run. If this stays, remove the build's files on the "
+        "school server."
+    ),
+    "refresh_failed": _(
+        "The last refresh of the school server's builds stopped with an error (exit status "
+        "%(status)s). Most often a build failed its md5 check or could not be unpacked, and "
+        "then no build on that server was updated, not even the good ones. Run "
+        "xs-refresh-xobuilds by hand on the server to see which build; if it is one of the "
+        "portal's, recall it from its page."
+    ),
+    "refresh_not_run": _(
+        "The refresh could not be run on the school server (exit status %(status)s: the "
+        "command was not found or may not be run). Check that the xs-rsync package is "
+        "installed there."
+    ),
+    "refresh_killed": _(
+        "The refresh was stopped by signal %(signal)s (exit status %(status)s): the server "
+        "ran out of memory, was shut down, or someone stopped it. It runs again at the next "
+        "cron run; if this repeats, check the server's memory and disk."
+    ),
+    "refresh_failed_other": _(
+        "The last refresh ended with exit status %(status)s. Run xs-refresh-xobuilds by hand "
+        "on the school server to see its message."
+    ),
     # A school servers' CSV file, line by line (schools.servers_csv). The command prints
     # these as they are; the import page adds what to do (servers_csv.HINTS).
     "servers_csv_missing_columns": _("missing columns: %(columns)s"),

@@ -109,3 +109,19 @@ def parse_checkin(body: bytes) -> dict:
             raise CheckinInvalid("client_version must be a string of at most 50 characters")
         clean["client_version"] = version
     return clean
+
+
+def refresh_problem(status: int | None) -> tuple[str, dict] | None:
+    """What a refresh's exit status means, as a reason code and its parameters (None: it
+    succeeded, or the server does not say). xs-refresh-xobuilds is a Python program that
+    stops at the first failing step (an md5 check, an unpack), so an error is status 1; the
+    shell says 126/127 for a command it cannot run, and 128 + N for one killed by signal N."""
+    if status in (None, 0):
+        return None
+    if status == 1:
+        return "refresh_failed", {"status": status}
+    if status in (126, 127):
+        return "refresh_not_run", {"status": status}
+    if 128 < status < 160:
+        return "refresh_killed", {"status": status, "signal": status - 128}
+    return "refresh_failed_other", {"status": status}

@@ -6,6 +6,8 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from releases import reasons
+
 
 def hash_token(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
@@ -63,6 +65,10 @@ class SchoolServer(models.Model):
         null=True, blank=True, help_text=_("Its clock minus ours when it last reported.")
     )
     last_error = models.CharField(_("last error"), max_length=500, blank=True)
+    # The same problems as [code, params] pairs (releases.reasons), which pages render in the
+    # reader's language with what to do; `last_error` keeps them in English for the CSV
+    # export and the admin.
+    problems = models.JSONField(default=list, blank=True)
 
     objects = SchoolServerQuerySet.as_manager()
 
@@ -77,6 +83,14 @@ class SchoolServer(models.Model):
     def save(self, *args, **kwargs):
         self.hostname = self.normal_hostname(self.hostname)
         super().save(*args, **kwargs)
+
+    @property
+    def problem_messages(self) -> list[str]:
+        """What the last report says is wrong, in the reader's language, with what to do
+        (a report from before `problems` existed has only its English `last_error`)."""
+        if not self.problems:
+            return [self.last_error] if self.last_error else []
+        return [reasons.render(code, params) for code, params in self.problems]
 
     @staticmethod
     def normal_hostname(hostname: str) -> str:

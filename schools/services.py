@@ -20,6 +20,7 @@ from releases.models import Build
 from releases.reasons import Refused
 
 from . import servers_csv
+from .checkin import refresh_problem
 from .models import (
     HELD_STATUSES,
     CheckIn,
@@ -33,6 +34,10 @@ from .rsynclog import Position, parse_line, read_new_lines
 
 # The overview's export and the import command use CSV_COLUMNS and spreadsheet_safe from here.
 from .servers_csv import CSV_COLUMNS, spreadsheet_safe  # noqa: F401
+
+# A server reporting hundreds of damaged builds keeps the first ones (the count is in the
+# English summary's length bound too).
+PROBLEMS_KEPT = 20
 
 CHECKIN_HISTORY = 100
 # What a check-in reads of a server's states to tell which ones changed.
@@ -217,8 +222,11 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
         for name, row in current.items()
         if name not in listed and row["status"] in (*HELD_STATUSES, SyncStatus.FAILED)
     ]
-    if report.get("last_refresh_status") not in (None, 0):
-        errors.append(f"last refresh exited with status {report['last_refresh_status']}")
+    refresh = refresh_problem(report.get("last_refresh_status"))
+    if refresh is not None:
+        errors.append(
+            (f"last refresh exited with status {report['last_refresh_status']}", *refresh)
+        )
     clock = report.get("clock")
     with transaction.atomic():
         _states_save(changed)
@@ -231,7 +239,8 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
             disk_free_bytes=report.get("disk_free_bytes"),
             client_version=report.get("client_version", ""),
             clock_skew_seconds=int((clock - now).total_seconds()) if clock else None,
-            last_error="; ".join(errors)[:500],
+            last_error="; ".join(text for text, _code, _params in errors)[:500],
+            problems=[[code, params] for _text, code, params in errors[:PROBLEMS_KEPT]],
         )
         checkin = CheckIn.objects.create(server=server, received_at=now, body=body)
         _prune_history(server)
@@ -240,11 +249,18 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
 
 def _reported_status(item, build, errors) -> tuple:
     """(build_id, status, md5) of one listed build; `build` is its (pk, md5), None when the
-    portal does not know it. A wrong md5 is a failure, with its reason added to `errors`."""
+    portal does not know it. A wrong md5 is a failure, with its reason added to `errors` as
+    (English summary, code, params)."""
     build_id, published_md5 = build or (None, "")
     md5 = item.get("md5", "")
     if build_id is not None and md5 and md5 != published_md5:
-        errors.append(f"{item['name']}: md5 {md5} differs from the published {published_md5}")
+        errors.append(
+            (
+                f"{item['name']}: md5 {md5} differs from the published {published_md5}",
+                "checkin_md5_differs",
+                {"build": item["name"], "md5": md5, "published": published_md5},
+            )
+        )
         return build_id, SyncStatus.FAILED, md5
     if item.get("verified"):
         return build_id, SyncStatus.VERIFIED, md5
