@@ -93,20 +93,26 @@ def notify(*, kind: NotificationKind, key: str, users, message: Message) -> int:
     """E-mail `message` about event `key` to each of `users` who can and wants to get it,
     unless they already got it. Returns how many were sent.
 
-    1. Keep active users with an address who did not turn `kind` off.
+    1. Keep active users with an address who did not turn `kind` off and were not told.
     2. For each, claim (kind, key, user) with an INSERT the unique constraint guards: a
        second task, worker or sweep finds it taken and sends nothing.
     3. Send. If sending fails, give the claim back (so a retry or the sweep sends it
        later) and raise.
     """
     users = {user.pk: user for user in users if user.is_active and user.email}
+    if not users:
+        log.info("%s %s concerns no active user with an e-mail address", kind, key)
+        return 0
     off = set(
         NotificationOptOut.objects.filter(kind=kind, user_id__in=users).values_list(
             "user_id", flat=True
         )
     )
+    # Those already told are skipped here too: the sweep sees the same events every few
+    # minutes, and one query beats a failed INSERT per user and event.
+    skip = off | sent_to(kind, key)
     sent = 0
-    for user in (users[pk] for pk in sorted(users.keys() - off)):
+    for user in (users[pk] for pk in sorted(users.keys() - skip)):
         try:
             with transaction.atomic():
                 claim = SentNotification.objects.create(kind=kind, key=key, user=user)
@@ -119,8 +125,6 @@ def notify(*, kind: NotificationKind, key: str, users, message: Message) -> int:
             SentNotification.objects.filter(pk=claim.pk).delete()
             raise
         sent += 1
-    if users and not sent:
-        log.debug("nothing new to send for %s %s", kind, key)
     return sent
 
 

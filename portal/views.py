@@ -75,7 +75,9 @@ def profile(request):
     unless turned off here)."""
     kinds = notifications.kinds_for(request.user)
     off = notifications.turned_off(request.user)
-    form = NotificationsForm(request.POST or None, kinds=kinds, off=off)
+    # Not `request.POST or None`: a form with every box unticked posts nothing at all.
+    data = request.POST if request.method == "POST" else None
+    form = NotificationsForm(data, kinds=kinds, off=off)
     if request.method == "POST" and form.is_valid():
         services.notification_kinds_set(
             acting_user=request.user, user=request.user, off=form.turned_off()

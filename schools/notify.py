@@ -45,7 +45,7 @@ def servers_digest(*, now=None) -> int:
         key=key,
         users=coordinators,
         message=Message(
-            _("%(silent)s silent and %(lost)s lost school servers"),
+            _("School servers not reporting: %(silent)s silent, %(lost)s lost"),
             "notifications/servers_digest.txt",
             {
                 **counts,

@@ -67,3 +67,11 @@ def test_it_is_in_spanish_by_default(cast):
     client.force_login(cast.dave)
     body = client.get("/profile/").content.decode()
     assert "Mis avisos" in body
+
+
+def test_unticking_every_box_turns_every_kind_off(cast):
+    """A form with no box ticked posts no field at all; it still counts."""
+    login(cast, "dave").post("/profile/", {})
+    assert list(
+        NotificationOptOut.objects.filter(user=cast.dave).values_list("kind", flat=True)
+    ) == [NotificationKind.SERVERS_DIGEST]

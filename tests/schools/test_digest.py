@@ -51,7 +51,7 @@ def test_the_coordinators_get_one_digest_a_day(people, settings):
 
     assert sorted(m.to[0] for m in mail.outbox) == ["dave@example.org", "root@example.org"]
     body = mail.outbox[0].body
-    assert mail.outbox[0].subject == "[XO] 1 silent and 1 lost school servers"
+    assert mail.outbox[0].subject == "[XO] School servers not reporting: 1 silent, 1 lost"
     assert "xs-quiet.local" in body and "xs-gone.local" in body
     assert "xs-fine.local" not in body
     assert "/schools/?state=lost" in body
