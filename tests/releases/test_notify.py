@@ -1,6 +1,8 @@
 """Build and deployment e-mails (`releases.notify`): the right people, once per event,
 after commit, caught up by the sweep when the message was lost, opt-outs honoured."""
 
+import time
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -14,7 +16,7 @@ from releases import deploy, notify, offers, services, tasks
 from releases.models import Build, BuildStatus, DeploymentStatus
 from schools.models import SchoolServer, SyncState
 
-from ..factories import stage, write_build
+from ..factories import make_user, stage, write_build
 
 
 @pytest.fixture
@@ -238,3 +240,22 @@ def test_every_beat_entry_names_a_registered_task():
     celery_app.loader.import_default_modules()
     for entry in django_settings.CELERY_BEAT_SCHEDULE.values():
         assert entry["task"] in celery_app.tasks, entry["task"]
+
+
+@pytest.mark.worker
+def test_a_real_worker_mails_the_uploader_of_an_invalid_build_once(start_worker, tmp_path):
+    """Through the broker: the validation's commit enqueues the mail on the default queue.
+    The worker prints mail (console backend); what it sent is in SentNotification."""
+    start_worker(DJANGO_EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend")
+    uploader = make_user("worker-notify-uploader", "uploaders")
+    uploader.email = "uploader@example.org"
+    uploader.save(update_fields=["email"])
+    build = upload_invalid(uploader, tmp_path, name=f"e2e-{uuid.uuid4().hex[:10]}")
+
+    deadline = time.monotonic() + 90
+    while not SentNotification.objects.filter(key=f"build:{build.pk}").exists():
+        assert time.monotonic() < deadline, "no mail was sent"
+        time.sleep(0.2)
+    assert Build.objects.get(pk=build.pk).status == BuildStatus.INVALID
+    assert recipients(NotificationKind.BUILD_INVALID) == ["worker-notify-uploader"]
+    assert notify.sweep()["builds"] == 0
