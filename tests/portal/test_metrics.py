@@ -97,7 +97,7 @@ def test_it_reports_builds_servers_coverage_failures_queues_and_durations(
     assert values[median] >= 0
 
 
-def test_the_filesystem_queue_length_counts_the_waiting_messages(db, settings):
+def test_the_queue_length_counts_a_waiting_message(db, settings):
     from portal import metrics
     from releases.tasks import notify_build
 
