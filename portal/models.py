@@ -114,3 +114,58 @@ class LoginLockout(models.Model):
 
     def __str__(self):
         return f"{self.at:%Y-%m-%d %H:%M:%S} {self.username} {self.ip or ''}"
+
+
+class NotificationKind(models.TextChoices):
+    """What the portal e-mails about. Each app decides when its own events happen
+    (`releases.notify`, `schools.notify`); who may receive each kind is `KIND_ROLES`."""
+
+    BUILD_INVALID = "build_invalid", _("A build I uploaded turned out invalid")
+    WAITING_HASH = "waiting_hash", _("A published build waits for its contents hash")
+    WAITING_PROMOTION = "waiting_promotion", _("A published build waits for promotion")
+    COVERAGE_REACHED = (
+        "coverage_reached",
+        _("A published build reached the coverage needed to promote it"),
+    )
+    DEPLOYMENT_FAILED = "deployment_failed", _("A deployment of updates.cfg failed")
+    EMERGENCY_STOP = "emergency_stop", _("Someone stopped offering every update")
+    SERVERS_DIGEST = "servers_digest", _("Every morning, the silent and lost school servers")
+
+
+class NotificationOptOut(models.Model):
+    """A kind of notification a user turned off on their profile page (on is the default,
+    so a new kind reaches everyone it concerns)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notification_opt_outs"
+    )
+    kind = models.CharField(max_length=40, choices=NotificationKind.choices)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "kind"], name="one_opt_out_per_kind"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} {self.kind}"
+
+
+class SentNotification(models.Model):
+    """One e-mail about one event to one user, claimed before it is sent: the unique key
+    is what makes a redelivered task, a second worker or the sweep send nothing twice."""
+
+    kind = models.CharField(max_length=40, choices=NotificationKind.choices)
+    # What the event is about: "build:12", "deployment:7", a date for the digest.
+    key = models.CharField(max_length=100)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["kind", "key", "user"], name="one_notification_per_event_and_user"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.kind} {self.key} {self.user_id}"

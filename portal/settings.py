@@ -4,8 +4,10 @@ Every knob has an embedded default that needs no server: SQLite and Celery's fil
 broker under `PORTAL_DATA_DIR`. A bad value stops start-up with the variable's name.
 """
 
+import ipaddress
 import logging
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -295,6 +297,38 @@ EMAIL_BACKEND = env.str(
 EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="xo-portal@localhost")
 
+# --- Notifications and monitoring -----------------------------------------------------------
+
+# The portal's address as its users reach it, for links in e-mails (which are sent by
+# workers, outside any request). Default: the first DJANGO_ALLOWED_HOSTS name.
+PORTAL_BASE_URL = env.str("PORTAL_BASE_URL", default="").strip().rstrip("/")
+if not PORTAL_BASE_URL:
+    PORTAL_BASE_URL = f"{'https' if _bool('DJANGO_HTTPS', not DEBUG) else 'http'}://" + (
+        ALLOWED_HOSTS[0].lstrip(".") if ALLOWED_HOSTS and ALLOWED_HOSTS[0] != "*" else "localhost"
+    )
+if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", PORTAL_BASE_URL):
+    raise ImproperlyConfigured(
+        f"PORTAL_BASE_URL must be an http:// or https:// address, not {PORTAL_BASE_URL!r}"
+    )
+# The hour (0-23, TIME_ZONE) after which the daily digest of silent and lost school
+# servers goes to the coordinators.
+NOTIFY_DIGEST_HOUR = _env_value("NOTIFY_DIGEST_HOUR", env.int, default=7)
+if not 0 <= NOTIFY_DIGEST_HOUR <= 23:
+    raise ImproperlyConfigured(
+        f"NOTIFY_DIGEST_HOUR must be an hour from 0 to 23, not {NOTIFY_DIGEST_HOUR}"
+    )
+# /metrics (Prometheus) answers a request with `Authorization: Bearer <METRICS_TOKEN>`, or
+# from an address in METRICS_ALLOWED_IPS (addresses or networks). With neither, nobody.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="").strip()
+if METRICS_TOKEN and len(METRICS_TOKEN) < 20:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 20 characters long")
+METRICS_ALLOWED_IPS = []
+for _network in _env_value("METRICS_ALLOWED_IPS", env.list, default=[]):
+    try:
+        METRICS_ALLOWED_IPS.append(ipaddress.ip_network(_network.strip(), strict=False))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_IPS: {exc}") from exc
+
 # --- School servers --------------------------------------------------------------------------
 
 
@@ -379,6 +413,11 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(PORTAL_DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "sweep": {"task": "releases.tasks.sweep", "schedule": 60.0},
     "follow-rsyncd-log": {"task": "schools.tasks.follow_rsyncd_log", "schedule": 300.0},
+    # E-mail what a lost message or a broker outage kept from being sent, and coverage
+    # reaching the minimum (it grows with check-ins, not with an event of ours).
+    "notify": {"task": "releases.tasks.notify_sweep", "schedule": 300.0},
+    # Sends once a day after NOTIFY_DIGEST_HOUR; running often catches up after an outage.
+    "servers-digest": {"task": "schools.tasks.servers_digest", "schedule": 900.0},
 }
 # A build left in a working state this long without progress is re-enqueued by the
 # sweeper, at most SWEEPER_MAX_ATTEMPTS times.

@@ -9,11 +9,13 @@ from releases import api as releases_api
 from releases import views as releases_views
 from schools import api as schools_api
 
-from . import auth, views
+from . import auth, metrics, views
 
 urlpatterns = [
     path("", releases_views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", metrics.metrics, name="metrics"),
+    path("profile/", views.profile, name="profile"),
     path("login/", auth.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("i18n/setlang/", login_not_required(set_language), name="set_language"),

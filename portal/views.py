@@ -1,12 +1,17 @@
 import os
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.db import connection
 from django.http import JsonResponse
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from . import notifications, services
 from .celery import app as celery_app
+from .forms import NotificationsForm
 
 PING_TIMEOUT = 1.0
 
@@ -63,3 +68,20 @@ def healthz(request):
     return JsonResponse(
         body, status=200 if db_ok and broker_ok else 503, json_dumps_params={"indent": 1}
     )
+
+
+def profile(request):
+    """The user's own page: which kinds of e-mail they get (all of their roles' kinds
+    unless turned off here)."""
+    kinds = notifications.kinds_for(request.user)
+    off = notifications.turned_off(request.user)
+    # Not `request.POST or None`: a form with every box unticked posts nothing at all.
+    data = request.POST if request.method == "POST" else None
+    form = NotificationsForm(data, kinds=kinds, off=off)
+    if request.method == "POST" and form.is_valid():
+        services.notification_kinds_set(
+            acting_user=request.user, user=request.user, off=form.turned_off()
+        )
+        messages.success(request, _("Your notification choices are saved."))
+        return redirect("profile")
+    return render(request, "portal/profile.html", {"form": form})

@@ -4,8 +4,9 @@
 mothership, one at a time under a file lock) renders the file from the database, stops on a
 hand edit (drift), writes it atomically, restarts oatslite and checks it, and on any failure
 puts the previous file back, restarts again, undoes the requests it was applying and e-mails
-the approvers. A build's offered/withdrawn state follows its entries (`builds_follow_entries`).
-It checks nobody's rights: it only carries out what authorised callers of `offers` decided.
+the approvers (`notify`). A build's offered/withdrawn state follows its entries
+(`builds_follow_entries`). It checks nobody's rights: it only carries out what authorised
+callers of `offers` decided.
 """
 
 import contextlib
@@ -15,14 +16,12 @@ import logging
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import Group
-from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
-from portal import commands, roles
+from portal import commands
 
-from . import updates_cfg
+from . import notify, updates_cfg
 from .audit import build_transition
 from .files import write_atomically
 from .models import (
@@ -291,27 +290,7 @@ def _fail(claimed, lead, *, error, **fields):
                 Deployment.objects.filter(pk=deployment.pk).update(
                     status=DeploymentStatus.FAILED, error=error
                 )
-    transaction.on_commit(
-        lambda: mail_approvers(
-            f"[XO portal] Deployment #{lead.pk} of updates.cfg failed", f"{error}\n"
-        ),
-        robust=True,
-    )
-
-
-def mail_approvers(subject: str, body: str) -> None:
-    group = Group.objects.filter(name=roles.APPROVERS).first()
-    recipients = (
-        list(
-            group.user_set.filter(is_active=True).exclude(email="").values_list("email", flat=True)
-        )
-        if group
-        else []
-    )
-    if not recipients:
-        log.warning("No approver has an e-mail address; not sent: %s", subject)
-        return
-    send_mail(subject, body, None, recipients, fail_silently=False)
+    notify.deployment_notify_on_commit(lead.pk)
 
 
 def sweep_deployments(*, stale) -> int:

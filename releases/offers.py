@@ -19,7 +19,7 @@ from django.utils import timezone
 from portal.humanize import percent
 from schools.selectors import build_coverage
 
-from . import deploy, updates_cfg
+from . import deploy, notify, updates_cfg
 from .audit import AuditAction, audit, build_transition
 from .deploy import builds_follow_entries, read_deployed_file, render_current
 from .models import (
@@ -261,14 +261,7 @@ def offers_stop_all(*, acting_user, reason: str = "") -> Deployment:
         deployment = _queue(
             action=DeploymentAction.STOP_ALL, actor=acting_user, reason=reason, deactivated=ids
         )
-        transaction.on_commit(
-            lambda: deploy.mail_approvers(
-                f"[XO portal] Emergency stop by {acting_user.get_username()}",
-                f"{acting_user.get_username()} stopped offering every update "
-                f"({len(ids)} entries).\n\nReason: {reason or '-'}\n",
-            ),
-            robust=True,
-        )
+        notify.deployment_notify_on_commit(deployment.pk)
         return deployment
 
 

@@ -32,6 +32,7 @@ from .models import (
     HashSource,
     Phase,
 )
+from .notify import enqueue_build_notify
 from .reasons import Refused
 from .uploads import StagedFile
 
@@ -425,6 +426,8 @@ def build_set_contents_hash(
             code="hash_set_xo_helper" if via_xo_helper else "hash_set",
             params={"value": value},
         )
+        # A published build now waits for promotion: the approvers are told.
+        enqueue_build_notify(build.pk)
     build.refresh_from_db()
     return build
 

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 from django.utils import timezone
 
-from . import deploy, recheck, resumable, services, uploads
+from . import deploy, notify, recheck, resumable, services, uploads
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -51,3 +51,15 @@ def sweep(now=None) -> dict:
 def apply_deployments() -> int | None:
     deployment = deploy.apply_deployments()
     return deployment.pk if deployment else None
+
+
+# SMTP errors are OSErrors (smtplib.SMTPException is one): retried; the claim was given back.
+@shared_task(**RETRY)
+def notify_build(build_id: int) -> int:
+    return notify.build_notify(build_id=build_id)
+
+
+@shared_task(**RETRY)
+def notify_sweep() -> dict:
+    """Every few minutes (beat): mail what is still unsent, and coverage reached."""
+    return notify.sweep()

@@ -169,3 +169,23 @@ def departments() -> list[str]:
         .values_list("department", flat=True)
         .distinct()
     )
+
+
+def coverage_shares(build_ids) -> dict:
+    """`build_coverage(...).share` for many builds at once, in two queries: build id →
+    share of active servers holding it (None while no active server has reported)."""
+    build_ids = list(build_ids)
+    totals = SchoolServer.objects.active().aggregate(
+        servers=Count("pk"), reporting=Count("pk", filter=Q(last_report_at__isnull=False))
+    )
+    if not totals["servers"] or not totals["reporting"]:
+        return dict.fromkeys(build_ids)
+    held = dict(
+        SyncState.objects.filter(
+            build_id__in=list(build_ids), server__active=True, status__in=HELD_STATUSES
+        )
+        .values("build_id")
+        .annotate(n=Count("server_id", distinct=True))
+        .values_list("build_id", "n")
+    )
+    return {pk: held.get(pk, 0) / totals["servers"] for pk in build_ids}

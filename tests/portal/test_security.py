@@ -84,6 +84,10 @@ ADMIN_MODELS = {
 ACCESS = {
     "": {"GET": page(EVERYONE), "POST": page(None)},
     "healthz": {"GET": same("ok"), "POST": same("405")},
+    # Prometheus: a bearer token or an allowed address, never a session; with neither
+    # configured (as here), nobody (tests/portal/test_metrics.py).
+    "metrics": {"GET": same("403"), "POST": same("405")},
+    "profile/": {"GET": page(EVERYONE), "POST": page(EVERYONE)},
     "login/": {"GET": same("ok"), "POST": same("ok")},
     "logout/": {"GET": page(None), "POST": same("login")},
     "i18n/setlang/": {"GET": same("ok"), "POST": same("ok")},
@@ -257,6 +261,7 @@ def post_data(route: str, world) -> dict:
     return {
         "login/": {"username": "root", "password": PASSWORD},
         "i18n/setlang/": {"language": "en", "next": "/"},
+        "profile/": {"build_invalid": "on"},
         "builds/<str:name>/contents-hash/": {"contents_hash": "abcdef0123456789"},
         "builds/<str:name>/promote/": {"priority": "normal", "reason": "tested in two schools"},
         "deployments/stop-all/": {"reason": "a bad build reached the schools"},

@@ -29,6 +29,10 @@ REFUSED = [
     ("CONTENTS_HASH_COMMAND", 'echo "unclosed'),
     ("CONTENTS_HASH_COMMAND", "echo"),
     ("CELERY_BROKER_URL", "amqp://x"),
+    ("PORTAL_BASE_URL", "portal.example.org"),
+    ("NOTIFY_DIGEST_HOUR", "24"),
+    ("METRICS_TOKEN", "short"),
+    ("METRICS_ALLOWED_IPS", "10.0.0.300"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]
