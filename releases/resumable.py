@@ -230,15 +230,16 @@ def _write_chunk(fd, upload, stream, length, expected):
         raise
     finally:
         writer.close()
-    moved = ResumableUpload.objects.filter(pk=upload.pk, received=start).update(
-        received=start + length,
-        md5_state=writer.md5.state(),
-        sha256_state=writer.sha256.state(),
-        updated_at=timezone.now(),
-    )
-    if not moved:
+    moved = {
+        "received": start + length,
+        "md5_state": writer.md5.state(),
+        "sha256_state": writer.sha256.state(),
+        "updated_at": timezone.now(),
+    }
+    if not ResumableUpload.objects.filter(pk=upload.pk, received=start).update(**moved):
         raise Refused("upload_unknown")  # removed by the sweeper (or by its user) meanwhile
-    upload.refresh_from_db()
+    for name, value in moved.items():
+        setattr(upload, name, value)
 
 
 def _cut_back(fd: int, size: int) -> None:
