@@ -14,6 +14,8 @@ from releases.models import AuditEvent, Build, BuildStatus
 
 from .test_usb_kit_view import SIGNER
 
+UNMOUNTED = "--allow-unmounted"  # tmp_path is no mount point; tests/faults/ uses real ones
+
 
 @pytest.fixture
 def stick(tmp_path):
@@ -31,7 +33,7 @@ def sha1sum_check(folder):
 def test_it_writes_a_kit_that_sha1sum_checks(cast, published, stick, capsys):
     build = published()
 
-    call_command("usb_kit", build.name, str(stick), "--by", "carol")
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED, "--by", "carol")
 
     folder = stick / usbkit.FOLDER
     check = sha1sum_check(folder)
@@ -56,14 +58,14 @@ def test_it_writes_a_kit_that_sha1sum_checks(cast, published, stick, capsys):
 
 def test_without_by_the_kit_is_recorded_as_made_by_the_portal(published, stick):
     build = published()
-    call_command("usb_kit", build.name, str(stick))
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED)
     assert AuditEvent.objects.get(action="usb_kit").actor.username == "portal"
 
 
 def test_writing_it_again_succeeds(published, stick):
     build = published()
-    call_command("usb_kit", build.name, str(stick))
-    call_command("usb_kit", build.name, str(stick))
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED)
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED)
     assert sha1sum_check(stick / usbkit.FOLDER).returncode == 0
     assert AuditEvent.objects.filter(action="usb_kit").count() == 2
 
@@ -71,7 +73,7 @@ def test_writing_it_again_succeeds(published, stick):
 def test_an_offered_build_can_be_carried_too(published, stick):
     build = published()
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.OFFERED)
-    call_command("usb_kit", build.name, str(stick))
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED)
     assert sha1sum_check(stick / usbkit.FOLDER).returncode == 0
 
 
@@ -80,7 +82,7 @@ def test_a_build_that_is_not_published_is_refused(published, stick):
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.RETIRED)
 
     with pytest.raises(CommandError, match=r"Only a published or offered build .* Retired"):
-        call_command("usb_kit", build.name, str(stick))
+        call_command("usb_kit", build.name, str(stick), UNMOUNTED)
 
     assert os.listdir(stick) == []
     assert not AuditEvent.objects.filter(action="usb_kit").exists()
@@ -88,29 +90,38 @@ def test_a_build_that_is_not_published_is_refused(published, stick):
 
 def test_an_unknown_build_is_refused(db, stick):
     with pytest.raises(CommandError, match="No build named 'py000-0'"):
-        call_command("usb_kit", "py000-0", str(stick))
+        call_command("usb_kit", "py000-0", str(stick), UNMOUNTED)
 
 
 def test_only_uploaders_and_approvers_may_be_named_with_by(cast, published, stick):
     build = published()
     with pytest.raises(CommandError, match="dave is neither an uploader nor an approver"):
-        call_command("usb_kit", build.name, str(stick), "--by", "dave")
+        call_command("usb_kit", build.name, str(stick), UNMOUNTED, "--by", "dave")
     assert os.listdir(stick) == []
 
 
 def test_a_destination_that_is_not_mounted_is_refused(published, stick):
     build = published()
     with pytest.raises(CommandError, match=r"is not a folder \(is the USB stick mounted"):
-        call_command("usb_kit", build.name, str(stick / "nothing"))
+        call_command("usb_kit", build.name, str(stick / "nothing"), UNMOUNTED)
+
+
+def test_a_folder_where_no_stick_is_mounted_is_refused(published, stick):
+    build = published()
+
+    with pytest.raises(CommandError, match="is not a mount point: is the USB stick mounted"):
+        call_command("usb_kit", build.name, str(stick))
+
+    assert os.listdir(stick) == []
 
 
 def test_a_stick_holding_another_kit_is_refused_and_left_alone(published, stick):
     old, new = published(), published()
-    call_command("usb_kit", old.name, str(stick))
+    call_command("usb_kit", old.name, str(stick), UNMOUNTED)
     before = {p.name: p.read_bytes() for p in (stick / usbkit.FOLDER).iterdir()}
 
     with pytest.raises(CommandError, match="already holds files that are not this kit"):
-        call_command("usb_kit", new.name, str(stick))
+        call_command("usb_kit", new.name, str(stick), UNMOUNTED)
 
     assert {p.name: p.read_bytes() for p in (stick / usbkit.FOLDER).iterdir()} == before
 
@@ -123,7 +134,7 @@ def test_the_sign_command_output_is_written_as_manifest_sha1_sig(
     settings.USB_MANIFEST_SIGN_COMMAND = [sys.executable, str(script), "{path}"]
     build = published()
 
-    call_command("usb_kit", build.name, str(stick))
+    call_command("usb_kit", build.name, str(stick), UNMOUNTED)
 
     folder = stick / usbkit.FOLDER
     signature = (folder / usbkit.SIGNATURE).read_bytes()
@@ -142,7 +153,7 @@ def test_a_sign_command_that_hangs_is_stopped_and_nothing_is_written(published, 
     build = published()
 
     with pytest.raises(CommandError, match=r"Signing manifest\.sha1 failed \(no answer after 1"):
-        call_command("usb_kit", build.name, str(stick))
+        call_command("usb_kit", build.name, str(stick), UNMOUNTED)
 
     assert os.listdir(stick) == []
 
@@ -153,7 +164,7 @@ def test_it_exits_non_zero_with_the_reason_as_a_program(published, stick):
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.WITHDRAWN)
 
     with pytest.raises(CommandError) as refused:
-        call_command("usb_kit", build.name, str(stick))
+        call_command("usb_kit", build.name, str(stick), UNMOUNTED)
 
     assert refused.value.returncode == 1
     assert str(refused.value) == (

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -29,13 +30,25 @@ class Command(BaseCommand):
             help="Who makes the kit, for the audit trail: an uploader or approver "
             "(default: the portal's system account).",
         )
+        parser.add_argument(
+            "--allow-unmounted",
+            action="store_true",
+            help="Write even when DEST is not a mount point (a kit prepared in a plain folder).",
+        )
 
     @no_translations
-    def handle(self, *args, name, dest, by, **options):
+    def handle(self, *args, name, dest, by, allow_unmounted, **options):
         user = self._user(by) if by else None
         build = Build.objects.filter(name=name).first()
         if build is None:
             raise CommandError(f"No build named {name!r}.")
+        if dest.is_dir() and not allow_unmounted and not os.path.ismount(dest):
+            # An empty /media/usb with no stick in it would take a multi-GB kit onto the
+            # mothership's own disk.
+            raise CommandError(
+                f"{dest} is not a mount point: is the USB stick mounted? "
+                "(--allow-unmounted writes there anyway)"
+            )
         self.stdout.write(f"Writing the USB kit of {build.name} into {dest / usbkit.FOLDER} …")
         try:
             folder = usb.kit_write(build=build, acting_user=user or system_user(), dest=dest)
