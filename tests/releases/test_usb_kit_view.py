@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.test import Client
 from django.urls import reverse
 
 from releases import usbkit
@@ -201,3 +202,14 @@ def test_the_build_page_offers_the_kit_to_those_who_may_download_it(cast, publis
         body = client.get(page).content.decode()
         assert ('id="usb-kit-download"' in body) == shown, user
         assert (f"python manage.py usb_kit {build.name} /media/usb" in body) == shown
+
+
+def test_the_kit_section_speaks_spanish_by_default(cast, published):
+    build = published()
+    client = Client()  # no language chosen: the deployment's, Spanish
+    client.force_login(cast.alice)
+
+    body = client.get(reverse("releases:build_detail", args=[build.name])).content.decode()
+
+    assert "Kit USB" in body
+    assert "Descargar el kit USB (.tar)" in body
