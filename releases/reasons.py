@@ -322,7 +322,7 @@ MESSAGES = {
         "This build would break school servers (%(reason)s); it cannot be put on a USB stick."
     ),
     "usbkit_file_missing": _(
-        "The published file %(file)s is missing or differs in size from the build's; "
+        "The published file %(file)s is missing or differs from what was published; "
         "nothing can be carried to schools until it is fixed."
     ),
     "usbkit_archive_md5": _(

@@ -8,6 +8,7 @@ do not flag, goes on a stick. The kit itself (manifest, tar stream, writing a fo
 `usbkit`.
 """
 
+import hashlib
 import tempfile
 from pathlib import Path
 
@@ -39,16 +40,19 @@ def kit_for(build: Build) -> usbkit.Kit:
         raise Refused("usbkit_flagged", reason=build.recheck_detail)
     folder = Path(settings.PUPPETCONTENT_OS_DIR)
     files = []
-    for name in _published_names(build):
+    for name, expected in _published(build).items():
         path = folder / name
-        if not path.is_file() or (name == build.tarball_name and path.stat().st_size != build.size):
+        if not path.is_file() or path.stat().st_size != expected["size"]:
             raise Refused("usbkit_file_missing", file=name)
         if name == build.tarball_name:
             sha1 = build.tarball_sha1 or _archive_sha1(build, path)
-            files.append(usbkit.KitFile(name, path, build.size, sha1))
         else:
-            size, digests = usbkit.file_digests(path, "sha1")
-            files.append(usbkit.KitFile(name, path, size, digests["sha1"]))
+            # Small files: hashed every time, and compared with what the build says they are.
+            size, digests = usbkit.file_digests(path, "sha1", "sha256")
+            if size != expected["size"] or digests["sha256"] != expected["sha256"]:
+                raise Refused("usbkit_file_missing", file=name)
+            sha1 = digests["sha1"]
+        files.append(usbkit.KitFile(name, path, expected["size"], sha1))
     kit = usbkit.make_kit(files, mtime=_moment(build))
     if settings.USB_MANIFEST_SIGN_COMMAND:
         kit = usbkit.make_kit(files, signature=_signature(kit.manifest), mtime=kit.mtime)
@@ -88,14 +92,21 @@ def _moment(build: Build) -> int:
     return int(build.published_at.timestamp()) if build.published_at else 0
 
 
-def _published_names(build: Build) -> list[str]:
-    # As `publishing.publish_files` names them.
-    return [
-        build.tarball_name,
-        f"{build.tarball_name}.md5",
-        build.contents_name,
-        f"{build.name}.name",
-    ]
+def _published(build: Build) -> dict[str, dict]:
+    """The four files as `publishing.publish_files` writes them: size, and SHA-256 where the
+    build knows it (the archive's MD5 is checked apart, `_archive_sha1`)."""
+    md5_line = f"{build.md5}  {build.tarball_name}\n".encode()
+    name_line = f"{build.name}\n".encode()
+    return {
+        build.tarball_name: {"size": build.size},
+        f"{build.tarball_name}.md5": _known(md5_line),
+        build.contents_name: {"size": build.contents_size, "sha256": build.contents_sha256},
+        f"{build.name}.name": _known(name_line),
+    }
+
+
+def _known(data: bytes) -> dict:
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _archive_sha1(build: Build, path: Path) -> str:

@@ -213,3 +213,27 @@ def test_the_kit_section_speaks_spanish_by_default(cast, published):
 
     assert "Kit USB" in body
     assert "Descargar el kit USB (.tar)" in body
+
+
+@pytest.mark.parametrize("which", ["md5", "contents", "name"])
+def test_a_small_published_file_that_is_not_what_was_published_is_refused(cast, published, which):
+    build = published()
+    name = {
+        "md5": f"{build.tarball_name}.md5",
+        "contents": build.contents_name,
+        "name": f"{build.name}.name",
+    }[which]
+    path = published_path(name)
+    data = bytearray(path.read_bytes())
+    data[0] ^= 0x20  # same size, other bytes
+    path.unlink()
+    path.write_bytes(bytes(data))
+    client = english_client()
+    client.force_login(cast.alice)
+
+    response = client.get(kit_url(build), follow=True)
+
+    assert f"The published file {name} is missing or differs from what was published" in (
+        response.content.decode()
+    )
+    assert not AuditEvent.objects.filter(action="usb_kit").exists()
