@@ -514,4 +514,6 @@ def build_usb_kit(request, name):
     response["Content-Length"] = str(usbkit.tar_length(kit))
     response["Content-Disposition"] = f'attachment; filename="{build.name}-usb-kit.tar"'
     response["Cache-Control"] = "no-store"
+    # nginx would otherwise spool up to 1 GB of it on its own disk (proxy_buffering).
+    response["X-Accel-Buffering"] = "no"
     return response

@@ -58,6 +58,7 @@ def test_uploaders_and_approvers_download_a_kit_that_sha1sum_checks(cast, publis
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-tar"
     assert response["Content-Disposition"] == f'attachment; filename="{build.name}-usb-kit.tar"'
+    assert response["X-Accel-Buffering"] == "no"  # streamed through nginx, not spooled
     data = streamed(response)
     assert int(response["Content-Length"]) == len(data)
     folder = extract(data, tmp_path / "stick")
