@@ -17,6 +17,8 @@ class CommandResult:
     stdout: str
     stderr: str
     problem: str = ""  # why there is no status
+    # The output as it came, for a command whose output is data (a USB kit's signature).
+    stdout_bytes: bytes = b""
 
     @property
     def ok(self) -> bool:
@@ -61,5 +63,9 @@ def run(argv: list[str], *, timeout: float) -> CommandResult:
                 f"no answer after {timeout:g} seconds",
             )
     return CommandResult(
-        argv, proc.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
+        argv,
+        proc.returncode,
+        stdout.decode("utf-8", "replace"),
+        stderr.decode("utf-8", "replace"),
+        stdout_bytes=stdout,
     )

@@ -260,6 +260,15 @@ CONTENTS_HASH_TIMEOUT = _positive_int("CONTENTS_HASH_TIMEOUT", 120)
 if CONTENTS_HASH_COMMAND and not any("{path}" in arg for arg in CONTENTS_HASH_COMMAND):
     raise ImproperlyConfigured("CONTENTS_HASH_COMMAND must contain {path} in one of its arguments")
 
+# --- USB kits (releases.usb) ---
+# Signs a kit's manifest.sha1 ({path}); its standard output becomes manifest.sha1.sig.
+USB_MANIFEST_SIGN_COMMAND = _argv("USB_MANIFEST_SIGN_COMMAND")
+USB_MANIFEST_SIGN_TIMEOUT = _positive_int("USB_MANIFEST_SIGN_TIMEOUT", 60)
+if USB_MANIFEST_SIGN_COMMAND and not any("{path}" in arg for arg in USB_MANIFEST_SIGN_COMMAND):
+    raise ImproperlyConfigured(
+        "USB_MANIFEST_SIGN_COMMAND must contain {path} in one of its arguments"
+    )
+
 # --- oatslite and promotion -----------------------------------------------------------------
 
 OATSLITE_UPDATES_CFG = Path(

@@ -27,6 +27,7 @@ class AuditAction(models.TextChoices):
     TOKEN_ROTATION = "token_rotation"  # noqa: S105 (an action name)
     SERVERS_IMPORT = "servers_import"
     SERVER_EDIT = "server_edit"
+    USB_KIT = "usb_kit"  # a build's USB kit downloaded or written to a stick
 
 
 def audit(

@@ -127,6 +127,10 @@ class Build(models.Model):
     size = models.BigIntegerField(_("size in bytes"))
     md5 = models.CharField(_("MD5"), max_length=32, help_text=_("Computed while uploading."))
     sha256 = models.CharField(_("SHA-256"), max_length=64)
+    # The archive's SHA-1, for USB kits' manifest.sha1 (`usb.kit_for`): one read of a
+    # multi-GB file, so it is computed (its MD5 checked in the same read) for the first kit
+    # and kept; empty until then.
+    tarball_sha1 = models.CharField(max_length=40, blank=True, editable=False)
     declared_md5 = models.CharField(
         _("declared MD5"), max_length=32, blank=True, help_text=_("From the uploaded .md5 file.")
     )

@@ -359,6 +359,41 @@ MESSAGES = {
         "The school servers changed since this preview was made (someone edited one or "
         "imported a file), so nothing was imported. Check the preview again and confirm."
     ),
+    # USB kits (releases.usb, releases.usbkit).
+    "usbkit_not_published": _(
+        "Only a published or offered build can be put on a USB stick; this one is %(status)s."
+    ),
+    "usbkit_flagged": _(
+        "This build would break school servers (%(reason)s); it cannot be put on a USB stick."
+    ),
+    "usbkit_file_missing": _(
+        "The published file %(file)s is missing or differs from what was published; "
+        "nothing can be carried to schools until it is fixed."
+    ),
+    "usbkit_archive_md5": _(
+        "The published archive has MD5 %(actual)s instead of %(expected)s; it was not put in a kit."
+    ),
+    "usbkit_sign_failed": _("Signing manifest.sha1 failed (%(problem)s); no kit was made."),
+    "usbkit_dest_missing": _("%(folder)s is not a folder (is the USB stick mounted?)."),
+    "usbkit_dest_unwritable": _("Cannot write to %(folder)s: %(error)s"),
+    "usbkit_no_space": _(
+        "Not enough free space on %(folder)s: %(needed)s bytes needed, %(free)s free."
+    ),
+    "usbkit_conflict": _(
+        "%(folder)s already holds files that are not this kit (%(files)s); nothing was "
+        "overwritten. Empty it or use another stick."
+    ),
+    "usbkit_source_changed": _(
+        "The published file %(file)s has SHA-1 %(actual)s instead of %(expected)s; the "
+        "kit was removed."
+    ),
+    "usbkit_verify_failed": _(
+        "%(file)s read back from the stick has SHA-1 %(actual)s instead of %(expected)s; "
+        "the kit was removed (the stick may be failing)."
+    ),
+    "usbkit_io_error": _("Writing the USB kit failed: %(error)s"),
+    "usbkit_downloaded": _("USB kit downloaded (%(size)s bytes)."),
+    "usbkit_written": _("USB kit written to %(folder)s."),
 }
 
 

@@ -18,6 +18,7 @@ urlpatterns = [
     path("builds/<str:name>/promote/", views.build_promote, name="build_promote"),
     path("builds/<str:name>/withdraw/", views.build_withdraw, name="build_withdraw"),
     path("builds/<str:name>/recall/", views.build_recall, name="build_recall"),
+    path("builds/<str:name>/usb-kit/", views.build_usb_kit, name="build_usb_kit"),
     # The XO helper's one-time link: the token is the only authority (releases.xohelper).
     path("xo/<str:token>", views.xo_helper_script, name="xo_helper_script"),
     path("xo/<str:token>/contents", views.xo_helper_contents, name="xo_helper_contents"),

@@ -8,7 +8,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
@@ -21,7 +21,7 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import chunks, deploy, offers, recheck, services, updates_cfg, xohelper
+from . import chunks, deploy, offers, recheck, services, updates_cfg, usb, usbkit, xohelper
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
 from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
@@ -495,3 +495,25 @@ def drift_resolve(request):
         return redirect("releases:deployment_detail", pk=deployment.pk)
     messages.error(request, _("Choose import or overwrite."))
     return redirect("releases:deployment_list")
+
+
+# --- USB kit ---------------------------------------------------------------------------------
+
+
+@require_GET
+def build_usb_kit(request, name):
+    """The build's USB kit (`usb`): one uncompressed tar of xs-xobuilds/, streamed from the
+    published files with its length known up front, so the browser shows progress."""
+    build = get_build_for_user(request, name, edit=True)
+    try:
+        kit = usb.kit_download(build=build, acting_user=request.user)
+    except Refused as refusal:
+        messages.error(request, refusal.message)
+        return redirect("releases:build_detail", name=build.name)
+    response = StreamingHttpResponse(usbkit.tar_stream(kit), content_type="application/x-tar")
+    response["Content-Length"] = str(usbkit.tar_length(kit))
+    response["Content-Disposition"] = f'attachment; filename="{build.name}-usb-kit.tar"'
+    response["Cache-Control"] = "no-store"
+    # nginx would otherwise spool up to 1 GB of it on its own disk (proxy_buffering).
+    response["X-Accel-Buffering"] = "no"
+    return response

@@ -105,6 +105,8 @@ ACCESS = {
     "builds/<str:name>/promote/": {"GET": page(APPROVERS), "POST": page(APPROVERS)},
     "builds/<str:name>/withdraw/": {"GET": page(None), "POST": page(APPROVERS)},
     "builds/<str:name>/recall/": {"GET": page(None), "POST": page(APPROVERS)},
+    # The USB kit: a tar download, audited (releases.usb).
+    "builds/<str:name>/usb-kit/": {"GET": page(EDITORS), "POST": page(None)},
     "deployments/": {"GET": page(EVERYONE), "POST": page(None)},
     "deployments/stop-all/": {"GET": page(None), "POST": page(APPROVERS)},
     "deployments/drift/": {"GET": page(None), "POST": page(APPROVERS)},
@@ -467,6 +469,8 @@ def test_a_revoked_api_token_no_longer_works(world):
 # --- What the responses say about their content ---------------------------------------------
 
 SAFE_TYPES = ("text/html", "application/json", "text/plain", "text/csv")
+# Binary downloads, each deliberate: never rendered by a browser, always an attachment.
+DOWNLOADS = {"builds/<str:name>/usb-kit/": "application/x-tar"}
 
 
 @pytest.mark.parametrize("route", sorted(r for r in ACCESS if not r.startswith("admin/")))
@@ -475,7 +479,11 @@ def test_no_response_carries_an_executable_content_type(world, route):
     if response.status_code in (301, 302, 405):
         return
     content_type = response["Content-Type"].split(";")[0].strip()
-    assert content_type in SAFE_TYPES, f"{route}: {content_type}"
+    if route in DOWNLOADS:
+        assert content_type == DOWNLOADS[route]
+        assert response["Content-Disposition"].startswith("attachment;")
+    else:
+        assert content_type in SAFE_TYPES, f"{route}: {content_type}"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert "Content-Security-Policy" in response
 
