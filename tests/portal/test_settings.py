@@ -29,6 +29,10 @@ REFUSED = [
     ("CONTENTS_HASH_COMMAND", 'echo "unclosed'),
     ("CONTENTS_HASH_COMMAND", "echo"),
     ("CELERY_BROKER_URL", "amqp://x"),
+    ("XO_UPDATE_OVERHEAD_BYTES", "-1"),
+    ("LARGE_UPDATE_SHARE", "half"),
+    ("LARGE_UPDATE_SHARE", "0"),
+    ("LARGE_UPDATE_SHARE", "1.5"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]
