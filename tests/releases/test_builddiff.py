@@ -272,3 +272,10 @@ def test_two_40000_entry_manifests_diff_in_bounded_memory():
     assert len(json.dumps(result)) < 30_000
     # The shuffled side is sorted in memory, the sorted one streams: well under 40 MB.
     assert peak < 40 * 1024**2, peak
+
+
+def test_it_reads_a_name_holding_a_newline_and_refuses_a_cut_off_manifest():
+    data = stored([d("."), f("odd\nname"), f("z")])
+    assert [e.path for e in read_manifest(data)] == [".", "odd\nname", "z"]
+    with pytest.raises(ValueError, match="cut off"):
+        list(read_manifest(data[:-10]))
