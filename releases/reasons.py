@@ -262,9 +262,9 @@ MESSAGES = {
     ),
     # The update impact gate (releases.impact).
     "promote_privileged_reason_required": _(
-        "Compared with %(against)s, this build makes %(count)s privileged changes (setuid or "
+        "Compared with %(against)s, this build has privileged changes (%(count)s): setuid or "
         "setgid files, world-writable entries, device nodes, accounts, sudo, cron or root's "
-        "SSH keys); write why it should be offered anyway."
+        "SSH keys; write why it should be offered anyway."
     ),
     "promote_large_reason_required": _(
         "Compared with %(against)s, this is a large update: %(share)s of the served tree "

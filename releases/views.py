@@ -183,9 +183,12 @@ def _diff_lists(diff) -> list:
     if diff is None:
         return []
     return [
-        (diff["added"]["entries"], _("Added")),
-        (diff["removed"]["entries"], _("Removed")),
-        (diff["changed"]["entries"], _("Changed")),
+        (diff[key]["entries"], label, diff[key]["count"])
+        for key, label in (
+            ("added", _("Added")),
+            ("removed", _("Removed")),
+            ("changed", _("Changed")),
+        )
     ]
 
 
