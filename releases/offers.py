@@ -158,6 +158,9 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
     priority = priority or settings.OATSLITE_PRIORITIES[0]
     reason = (reason or "").strip()
     self_approval = acting_user.pk == build.uploaded_by_id
+    # Diffing a large tree takes a moment: done before the row lock, and again inside only
+    # if the build laptops would update from changed meanwhile.
+    diff = impact.promotion_diff(build)
     with transaction.atomic():
         build = Build.objects.select_for_update().get(pk=build.pk)
         blocker = promotion_blocker(build=build, acting_user=acting_user)
@@ -176,7 +179,9 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
                 coverage=coverage.percent_label,
                 minimum=percent(settings.PROMOTION_MIN_COVERAGE),
             )
-        diff = impact.promotion_diff(build)
+        baseline = impact.diff_baseline(build)
+        if (baseline.name if baseline else None) != (diff["old"] if diff else None):
+            diff = impact.promotion_diff(build)
         impact_gate = impact.impact_refusal(diff)
         if impact_gate is not None and not reason:
             raise impact_gate

@@ -140,3 +140,30 @@ def test_the_build_page_compares_with_the_offered_build_or_the_one_chosen(
     assert "compared with py800-9" in chosen
     unknown = client.get(f"/builds/{build.name}/?against=nope").content.decode()
     assert 'id="impact-problem"' in unknown
+
+
+def test_the_gate_judges_against_what_laptops_have_when_the_promotion_locks(
+    cast, candidate, published, monkeypatch
+):
+    """The diff is taken before the row lock; a build offered in between is compared with."""
+    with_setuid = compress(tree_tar({**TREE, **SETUID}), "bz2")
+    before = published("py801-0", tarball=with_setuid)
+    offers.build_promote(build=before, acting_user=cast.carol, reason="has pkexec")
+    build = candidate(SETUID)  # nothing privileged against py801-0
+    plain = published("py801-3", tarball=compress(tree_tar(TREE), "bz2"))
+    real = offers.impact.promotion_diff
+    calls = []
+
+    def offered_meanwhile(target):
+        calls.append(target.name)
+        diff = real(target)
+        if len(calls) == 1:
+            assert diff["old"] == "py801-0" and not diff["needs_reason"]
+            offers.build_promote(build=plain, acting_user=cast.carol, reason="in between")
+        return diff
+
+    monkeypatch.setattr(offers.impact, "promotion_diff", offered_meanwhile)
+    with pytest.raises(Refused) as caught:
+        offers.build_promote(build=build, acting_user=cast.carol)
+    assert caught.value.code == "promote_privileged_reason_required"
+    assert "py801-3" in caught.value.message
