@@ -193,3 +193,31 @@ def test_a_build_without_a_manifest_cannot_be_compared(build_of):
     with pytest.raises(Refused) as caught:
         impact.build_diff(old=old, new=new)
     assert caught.value.code == "diff_no_manifest"
+
+
+def test_two_real_40000_entry_builds(build_of, published):
+    """Uploaded, validated and published like any build: 200 folders of 200 small files;
+    the second changes one file in ten and adds a setuid one."""
+
+    def entries(version):
+        tree = {}
+        for folder in range(200):
+            base = f"usr/share/pkg{folder:03}"
+            tree[base] = ("dir", 0o755)
+            for i in range(199):
+                changed = version and i % 10 == 0
+                tree[f"{base}/f{i:03}"] = f"{folder}/{i}{'+' if changed else ''}".encode()
+        if version:
+            tree["usr/bin/pkexec"] = ("file", 0o4755, b"x")
+        return tree
+
+    old = published("py900-1", tarball=compress(tree_tar(entries(0)), "bz2"))
+    new = published("py900-2", tarball=compress(tree_tar(entries(1)), "bz2"))
+    assert new.member_count > 40_000
+    diff = impact.build_diff(old=old, new=new)
+    assert diff["new_entries"] == 40_002  # the root, 200 folders, 39,800 files, pkexec
+    assert diff["changed"]["count"] == diff["changed"]["content"] == 200 * 20
+    assert diff["added"]["count"] == 1 and diff["removed"]["count"] == 0
+    assert diff["privileged"]["entries"][0]["path"] == "usr/bin/pkexec"
+    assert len(diff["changed"]["entries"]) == 50
+    assert len(json.dumps(diff)) < 30_000
