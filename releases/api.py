@@ -9,7 +9,8 @@ from django.views.decorators.csrf import csrf_exempt
 from portal import roles
 from portal.access import api_view
 
-from . import chunks, impact
+from . import chunks
+from .impact import compare_builds
 from .models import Build
 from .reasons import Refused
 from .receive import receive_build, streamed_upload
@@ -112,7 +113,7 @@ def build_diff(request, name, old):
                 {"error": _("No build is named %(name)s.") % {"name": wanted}}, status=404
             )
     try:
-        return JsonResponse(impact.build_diff(old=builds[old], new=builds[name]))
+        return JsonResponse(compare_builds(old=builds[old], new=builds[name]))
     except Refused as refusal:
         return JsonResponse({"error": refusal.message}, status=409)
 

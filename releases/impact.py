@@ -43,6 +43,10 @@ def diff_baseline(build: Build) -> Build | None:
     return earlier.order_by("-published_at", "-id").first()
 
 
+def has_manifest(build: Build) -> bool:
+    return BuildManifest.objects.filter(build=build).exists()
+
+
 def diff_choices(build: Build):
     """The other builds with a manifest, newest first, for the build page's selector."""
     return (
@@ -53,7 +57,7 @@ def diff_choices(build: Build):
     )
 
 
-def build_diff(*, old: Build, new: Build) -> dict:
+def compare_builds(*, old: Build, new: Build) -> dict:
     """The diff from `old` to `new` as JSON data (README.md, "Build diff JSON"); Refused when
     either has no manifest (it never passed validation)."""
     key = (
@@ -107,6 +111,6 @@ def promotion_diff(build: Build) -> dict | None:
     first build a deployment offers has nothing to compare with) or for a build validated
     before manifests were kept."""
     baseline = diff_baseline(build)
-    if baseline is None or not BuildManifest.objects.filter(build=build).exists():
+    if baseline is None or not has_manifest(build):
         return None
-    return build_diff(old=baseline, new=build)
+    return compare_builds(old=baseline, new=build)

@@ -21,10 +21,11 @@ from django_htmx.http import HttpResponseClientRedirect
 from portal import roles
 from portal.access import require_role
 
-from . import chunks, deploy, impact, offers, recheck, services, updates_cfg, xohelper
+from . import chunks, deploy, offers, recheck, services, updates_cfg, xohelper
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
-from .models import Build, BuildManifest, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
+from .impact import compare_builds, diff_baseline, diff_choices, has_manifest
+from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
 from .needs import needs_for
 from .reasons import Refused
 from .reasons import render as render_reason
@@ -151,14 +152,14 @@ def _impact_context(build, against: str) -> dict:
     """The build page's update impact: against the build picked in the selector, else the
     one laptops would update from (`impact.diff_baseline`). Not on the polled status part:
     a diff of a large tree is worth computing once a page."""
-    if not BuildManifest.objects.filter(build=build).exists():
+    if not has_manifest(build):
         return {}
     if against:
         old = Build.objects.filter(name=against).first()
         if old is None:
             return _impact_shown(build, None, _("No build is named %(name)s.") % {"name": against})
     else:
-        old = impact.diff_baseline(build)
+        old = diff_baseline(build)
     return _impact_shown(build, old)
 
 
@@ -166,7 +167,7 @@ def _impact_shown(build, old, problem="") -> dict:
     diff = None
     if old is not None and not problem:
         try:
-            diff = impact.build_diff(old=old, new=build)
+            diff = compare_builds(old=old, new=build)
         except Refused as refusal:
             problem = refusal.message
     return {
@@ -174,7 +175,7 @@ def _impact_shown(build, old, problem="") -> dict:
         "diff": diff,
         "diff_problem": problem,
         "diff_selector": True,
-        "diff_choices": impact.diff_choices(build),
+        "diff_choices": diff_choices(build),
         "diff_lists": _diff_lists(diff),
     }
 

@@ -52,7 +52,7 @@ def build_of(published):
 
 def test_one_changed_file(build_of):
     old, new = build_of("py801-1"), build_of("py801-2", {"etc/issue": b"OLPC OS 2\n"})
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     assert (diff["old"], diff["new"]) == ("py801-1", "py801-2")
     assert diff["changed"]["count"] == diff["changed"]["content"] == 1
     assert diff["changed"]["entries"][0]["path"] == "etc/issue"
@@ -71,7 +71,7 @@ def test_a_renamed_tree_is_removed_and_added_and_a_new_pristine_id_changes_nothi
     }
     moved = {path: None for path in TREE if "activities/Write" in path} | renamed
     new = build_of("py802-1", moved, pristine="22022")
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     assert diff["removed"]["count"] == diff["added"]["count"] == 3
     assert {row["path"] for row in diff["added"]["entries"]} == set(renamed)
     assert diff["changed"]["count"] == 0
@@ -81,7 +81,7 @@ def test_a_renamed_tree_is_removed_and_added_and_a_new_pristine_id_changes_nothi
 def test_a_mode_only_change(build_of):
     old = build_of("py801-1")
     new = build_of("py801-2", {"usr/bin/sugar": ("file", 0o750, b"#!/bin/sh\n" * 200)})
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     (row,) = diff["changed"]["entries"]
     assert (row["path"], row["what"], row["old_mode"], row["mode"]) == (
         "usr/bin/sugar",
@@ -96,7 +96,7 @@ def test_a_mode_only_change(build_of):
 def test_a_setuid_file_added(build_of):
     old = build_of("py801-1")
     new = build_of("py801-2", {"usr/bin/pkexec": ("file", 0o4755, b"\x7fELF" + b"p" * 100)})
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     assert diff["privileged"]["count"] == 1
     row = diff["privileged"]["entries"][0]
     assert (row["path"], row["change"], row["mode"], row["reasons"]) == (
@@ -114,7 +114,7 @@ def test_a_retargeted_symlink(build_of):
         "py801-2",
         {"usr/lib/libsugar.so.2": b"\x7fELF2", "usr/lib/libsugar.so": ("symlink", "libsugar.so.2")},
     )
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     assert diff["changed"]["link"] == 1
     row = diff["changed"]["entries"][0]
     assert (row["old_link"], row["link"]) == ("libsugar.so.1", "libsugar.so.2")
@@ -191,7 +191,7 @@ def test_a_build_without_a_manifest_cannot_be_compared(build_of):
     old, new = build_of("py801-1"), build_of("py801-2")
     old.manifest.delete()
     with pytest.raises(Refused) as caught:
-        impact.build_diff(old=old, new=new)
+        impact.compare_builds(old=old, new=new)
     assert caught.value.code == "diff_no_manifest"
 
 
@@ -214,7 +214,7 @@ def test_two_real_40000_entry_builds(build_of, published):
     old = published("py900-1", tarball=compress(tree_tar(entries(0)), "bz2"))
     new = published("py900-2", tarball=compress(tree_tar(entries(1)), "bz2"))
     assert new.member_count > 40_000
-    diff = impact.build_diff(old=old, new=new)
+    diff = impact.compare_builds(old=old, new=new)
     assert diff["new_entries"] == 40_002  # the root, 200 folders, 39,800 files, pkexec
     assert diff["changed"]["count"] == diff["changed"]["content"] == 200 * 20
     assert diff["added"]["count"] == 1 and diff["removed"]["count"] == 0

@@ -28,7 +28,7 @@ class Command(BaseCommand):
     @no_translations
     def handle(self, *args, old, new, as_json: bool, **options):
         try:
-            diff = impact.build_diff(old=find_build(old), new=find_build(new))
+            diff = impact.compare_builds(old=find_build(old), new=find_build(new))
         except Refused as refusal:
             raise CommandError(refusal.message) from None
         if as_json:
