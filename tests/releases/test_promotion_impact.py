@@ -1,8 +1,11 @@
 """The update impact gate: promoting a build with privileged changes or a large update needs
 a written reason, audited like the coverage gate's; in the service and on the page."""
 
+from io import StringIO
+
 import pytest
 from django.core.cache import cache
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from releases import offers
@@ -167,3 +170,11 @@ def test_the_gate_judges_against_what_laptops_have_when_the_promotion_locks(
         offers.build_promote(build=build, acting_user=cast.carol)
     assert caught.value.code == "promote_privileged_reason_required"
     assert "py801-3" in caught.value.message
+
+
+def test_the_promote_command_asks_for_a_reason_too(cast, candidate):
+    build = candidate(SETUID)
+    with pytest.raises(CommandError, match="privileged"):
+        call_command("promote", build.name, "--by", "carol")
+    call_command("promote", build.name, "--by", "carol", "--reason", "pkexec", stdout=StringIO())
+    assert AuditEvent.objects.filter(build=build, action=AuditAction.IMPACT_OVERRIDE).exists()
