@@ -2,7 +2,9 @@
 compared through `impact`, the API and `manage.py build_diff`."""
 
 import json
+import re
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.cache import cache
@@ -221,3 +223,15 @@ def test_two_real_40000_entry_builds(build_of, published):
     assert diff["privileged"]["entries"][0]["path"] == "usr/bin/pkexec"
     assert len(diff["changed"]["entries"]) == 50
     assert len(json.dumps(diff)) < 30_000
+
+
+def test_the_readme_names_every_field_of_the_json(build_of):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Update impact")[1].split("\n## ")[0]
+    old = build_of("py801-1")
+    new = build_of("py801-2", {"usr/bin/x": ("file", 0o4755, b"x"), "etc/issue": b"new\n"})
+    diff = impact.compare_builds(old=old, new=new)
+    fields = {*diff, *diff["added"], *diff["changed"], *diff["changed"]["entries"][0]}
+    fields |= {*diff["privileged"]["entries"][0], *diff["top_directories"][0]}
+    missing = sorted(name for name in fields if not re.search(rf"\b{name}\b", section))
+    assert not missing
