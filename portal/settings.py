@@ -296,6 +296,15 @@ if not 0 <= PROMOTION_MIN_COVERAGE <= 1:
         f"PROMOTION_MIN_COVERAGE must be between 0 and 1, not {PROMOTION_MIN_COVERAGE}"
     )
 ALLOW_SELF_APPROVAL = _bool("ALLOW_SELF_APPROVAL", False)
+# Update impact (releases.builddiff): what every update costs an XO in NAND beyond the files
+# it stores twice, and the changed share of the served tree above which an update is large
+# (promoting it then needs a written reason).
+XO_UPDATE_OVERHEAD_BYTES = _positive_int("XO_UPDATE_OVERHEAD_BYTES", 16 * 1024**2, minimum=0)
+LARGE_UPDATE_SHARE = _env_value("LARGE_UPDATE_SHARE", env.float, default=0.5)
+if not 0 < LARGE_UPDATE_SHARE <= 1:
+    raise ImproperlyConfigured(
+        f"LARGE_UPDATE_SHARE must be above 0 and at most 1, not {LARGE_UPDATE_SHARE}"
+    )
 # Approvers are e-mailed when a deployment fails or everything stops being offered.
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",

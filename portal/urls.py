@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("releases.urls")),
     path("api/builds/", releases_api.builds, name="api_builds"),
     path("api/builds/<str:name>/", releases_api.build_detail, name="api_build_detail"),
+    path("api/builds/<str:name>/diff/<str:old>/", releases_api.build_diff, name="api_build_diff"),
     path("api/uploads/", releases_api.uploads, name="api_uploads"),
     path("api/uploads/<str:upload_id>/", releases_api.upload, name="api_upload"),
     path("api/schools/checkin/", schools_api.checkin, name="api_schools_checkin"),

@@ -10,7 +10,9 @@ from portal import roles
 from portal.access import api_view
 
 from . import chunks
+from .impact import compare_builds
 from .models import Build
+from .reasons import Refused
 from .receive import receive_build, streamed_upload
 
 LIST_LIMIT = 200
@@ -96,6 +98,24 @@ def build_detail(request, name):
             {"error": _("No build is named %(name)s.") % {"name": name}}, status=404
         )
     return JsonResponse(build_as_json(build))
+
+
+@api_view(role=roles.COORDINATORS, any_role=True)
+def build_diff(request, name, old):
+    """What `name` changes compared with `old` (README.md, "Build diff JSON"); the same
+    data as `manage.py build_diff OLD NEW --json`."""
+    if request.method != "GET":
+        return JsonResponse({"error": _("Method not allowed.")}, status=405)
+    builds = {build.name: build for build in Build.objects.filter(name__in=[name, old])}
+    for wanted in (name, old):
+        if wanted not in builds:
+            return JsonResponse(
+                {"error": _("No build is named %(name)s.") % {"name": wanted}}, status=404
+            )
+    try:
+        return JsonResponse(compare_builds(old=builds[old], new=builds[name]))
+    except Refused as refusal:
+        return JsonResponse({"error": refusal.message}, status=409)
 
 
 # Resumable uploads for build machines (`releases/client/xo-upload`): the protocol is in

@@ -83,7 +83,8 @@ _OTHER_FORMATS = (
 )
 
 
-@dataclass(frozen=True)
+# Slots: the build diff may hold a whole manifest of these while it sorts one.
+@dataclass(frozen=True, slots=True)
 class ManifestEntry:
     path: str
     type: str

@@ -19,6 +19,7 @@ class AuditAction(models.TextChoices):
     XO_HELPER = "xo_helper"  # a one-time link for an XO to compute the contents hash
     SELF_APPROVAL = "self_approval"
     COVERAGE_OVERRIDE = "coverage_override"
+    IMPACT_OVERRIDE = "impact_override"  # promoted with privileged changes or a large update
     STOP_ALL = "stop_all"
     IMPORT_CFG = "import_cfg"
     RECHECK = "recheck"

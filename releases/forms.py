@@ -68,7 +68,10 @@ class PromoteForm(forms.Form):
         label=_("Reason"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text=_("Required when fewer school servers than the minimum are known to have it."),
+        help_text=_(
+            "Required when fewer school servers than the minimum are known to have it, or "
+            "when the update has privileged changes or is large."
+        ),
     )
 
     def __init__(self, *args, priorities, **kwargs):

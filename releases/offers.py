@@ -19,7 +19,7 @@ from django.utils import timezone
 from portal.humanize import percent
 from schools.selectors import build_coverage
 
-from . import deploy, notify, updates_cfg
+from . import deploy, impact, notify, updates_cfg
 from .audit import AuditAction, audit, build_transition
 from .deploy import builds_follow_entries, read_deployed_file, render_current
 from .models import (
@@ -49,6 +49,10 @@ class PromotionPreview:
     problem: str = ""
     # Why this approver cannot promote this build at all (shown instead of the form).
     blocker: Refused | None = None
+    # The diff against the build laptops would update from (`impact.promotion_diff`), and
+    # why it needs a written reason if it does.
+    impact: dict | None = None
+    impact_refusal: Refused | None = None
 
 
 def promotion_blocker(*, build: Build, acting_user) -> Refused | None:
@@ -79,6 +83,8 @@ def promotion_preview(*, build: Build, acting_user, priority: str) -> PromotionP
     coverage = build_coverage(build)
     current = read_deployed_file() or ""
     blocker = promotion_blocker(build=build, acting_user=acting_user) or _hash_clash(build)
+    diff = impact.promotion_diff(build)
+    impact_fields = {"impact": diff, "impact_refusal": impact.impact_refusal(diff)}
     if blocker is not None:
         return PromotionPreview(
             build=build,
@@ -88,6 +94,7 @@ def promotion_preview(*, build: Build, acting_user, priority: str) -> PromotionP
             coverage=coverage,
             needs_reason=_below_minimum(coverage),
             blocker=blocker,
+            **impact_fields,
         )
     try:
         proposed = render_current(extra=[_new_entry(build, priority)])
@@ -103,6 +110,7 @@ def promotion_preview(*, build: Build, acting_user, priority: str) -> PromotionP
         coverage=coverage,
         needs_reason=_below_minimum(coverage),
         problem=problem,
+        **impact_fields,
     )
 
 
@@ -141,13 +149,18 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
 
     1. Rules: approvers only; never the build's own uploader (unless ALLOW_SELF_APPROVAL,
        audited); published with a contents hash; an allowed priority; coverage at least
-       PROMOTION_MIN_COVERAGE or a written reason; a contents hash not already offered;
-       and a resulting file that oatslite can read.
-    2. Add the entry below every other one, mark the build offered, audit, queue a deployment.
+       PROMOTION_MIN_COVERAGE or a written reason; no privileged changes and no large
+       update against the build laptops have (`impact`) or a written reason; a contents
+       hash not already offered; and a resulting file that oatslite can read.
+    2. Add the entry below every other one, mark the build offered, audit (each gate the
+       reason overrode too), queue a deployment.
     """
     priority = priority or settings.OATSLITE_PRIORITIES[0]
     reason = (reason or "").strip()
     self_approval = acting_user.pk == build.uploaded_by_id
+    # Diffing a large tree takes a moment: done before the row lock, and again inside only
+    # if the build laptops would update from changed meanwhile.
+    diff = impact.promotion_diff(build)
     with transaction.atomic():
         build = Build.objects.select_for_update().get(pk=build.pk)
         blocker = promotion_blocker(build=build, acting_user=acting_user)
@@ -166,6 +179,12 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
                 coverage=coverage.percent_label,
                 minimum=percent(settings.PROMOTION_MIN_COVERAGE),
             )
+        baseline = impact.diff_baseline(build)
+        if (baseline.name if baseline else None) != (diff["old"] if diff else None):
+            diff = impact.promotion_diff(build)
+        impact_gate = impact.impact_refusal(diff)
+        if impact_gate is not None and not reason:
+            raise impact_gate
         clash = _hash_clash(build)
         if clash is not None:
             raise clash
@@ -205,6 +224,20 @@ def build_promote(*, build: Build, acting_user, priority: str = "", reason: str 
                 action=AuditAction.COVERAGE_OVERRIDE,
                 code="coverage_override",
                 params={"reason": reason},
+            )
+        if reason and impact_gate is not None:
+            audit(
+                build=build,
+                actor=acting_user,
+                action=AuditAction.IMPACT_OVERRIDE,
+                code="impact_override",
+                params={
+                    "reason": reason,
+                    "against": diff["old"],
+                    "privileged": diff["privileged"]["count"],
+                    "share": percent(diff["changed_share"]),
+                    "large_update": diff["large_update"],
+                },
             )
         return _queue(
             action=DeploymentAction.PROMOTE,

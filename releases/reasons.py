@@ -260,6 +260,26 @@ MESSAGES = {
     "promote_duplicate_hash": _(
         "An offered entry already uses the contents hash %(section)s (%(name)s)."
     ),
+    # The update impact gate (releases.impact).
+    "promote_privileged_reason_required": _(
+        "Compared with %(against)s, this build has privileged changes (%(count)s): setuid or "
+        "setgid files, world-writable entries, device nodes, accounts, sudo, cron or root's "
+        "SSH keys; write why it should be offered anyway."
+    ),
+    "promote_large_reason_required": _(
+        "Compared with %(against)s, this is a large update: %(share)s of the served tree "
+        "changes (the limit is %(limit)s). Every XO stores the changed files a second time "
+        "and large updates do not scale on this update system; write why it should be "
+        "offered anyway."
+    ),
+    "diff_no_manifest": _(
+        "The build %(name)s has no recorded manifest (it never passed validation), so it "
+        "cannot be compared."
+    ),
+    "impact_override": _(
+        "Promoted despite its impact compared with %(against)s (%(privileged)s privileged "
+        "changes, %(share)s of the served tree changed): %(reason)s"
+    ),
     "withdraw_not_offered": _("This build is not offered."),
     "config_invalid": _("The resulting updates.cfg would not be valid: %(error)s"),
     "rollback_not_deployed": _("Only a deployment that succeeded can be restored."),

@@ -24,6 +24,7 @@ from portal.access import require_role
 from . import chunks, deploy, offers, recheck, services, updates_cfg, usb, usbkit, xohelper
 from .access import get_build_for_user, get_deployment_for_user, may_approve, may_edit
 from .forms import ContentsHashForm, PromoteForm, StopAllForm, UploadForm
+from .impact import compare_builds, diff_baseline, diff_choices, has_manifest
 from .models import Build, BuildStatus, Deployment, DeploymentStatus, OfferedEntry
 from .needs import needs_for
 from .reasons import Refused
@@ -143,7 +144,53 @@ def build_detail(request, name):
     context = _build_context(request, name)
     if not _still_live(context["build"]):
         context["messages"] = [m for m in messages.get_messages(request) if LIVE not in m.tags]
+    context.update(_impact_context(context["build"], request.GET.get("against", "")))
     return render(request, "releases/build_detail.html", context)
+
+
+def _impact_context(build, against: str) -> dict:
+    """The build page's update impact: against the build picked in the selector, else the
+    one laptops would update from (`impact.diff_baseline`). Not on the polled status part:
+    a diff of a large tree is worth computing once a page."""
+    if not has_manifest(build):
+        return {}
+    if against:
+        old = Build.objects.filter(name=against).first()
+        if old is None:
+            return _impact_shown(build, None, _("No build is named %(name)s.") % {"name": against})
+    else:
+        old = diff_baseline(build)
+    return _impact_shown(build, old)
+
+
+def _impact_shown(build, old, problem="") -> dict:
+    diff = None
+    if old is not None and not problem:
+        try:
+            diff = compare_builds(old=old, new=build)
+        except Refused as refusal:
+            problem = refusal.message
+    return {
+        "show_impact": True,
+        "diff": diff,
+        "diff_problem": problem,
+        "diff_selector": True,
+        "diff_choices": diff_choices(build),
+        "diff_lists": _diff_lists(diff),
+    }
+
+
+def _diff_lists(diff) -> list:
+    if diff is None:
+        return []
+    return [
+        (diff[key]["entries"], label, diff[key]["count"])
+        for key, label in (
+            ("added", _("Added")),
+            ("removed", _("Removed")),
+            ("changed", _("Changed")),
+        )
+    ]
 
 
 @require_GET
@@ -355,6 +402,8 @@ def build_promote(request, name):
             "form": form,
             "preview": preview,
             "min_coverage": settings.PROMOTION_MIN_COVERAGE,
+            "diff": preview.impact,
+            "diff_lists": _diff_lists(preview.impact),
         },
         status=400 if request.method == "POST" else 200,
     )

@@ -111,3 +111,31 @@ def stage(path: Path, folder: Path) -> StagedFile:
         md5=hashlib.md5(data).hexdigest(),
         sha256=hashlib.sha256(data).hexdigest(),
     )
+
+
+def tree_tar(entries: dict, *, pristine: str | None = "21021") -> bytes:
+    """An uncompressed tar of `entries`, path → bytes (a 0644 file), `("dir", mode)`,
+    `("file", mode, bytes)`, `("symlink", target)` or `("hardlink", path)`, under
+    versions/pristine/<pristine>/ (or the root), in the order given."""
+    buffer = io.BytesIO()
+    base = f"versions/pristine/{pristine}/" if pristine else ""
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for folder in ("versions", "versions/pristine", base.rstrip("/")) if pristine else ():
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, spec in entries.items():
+            spec = ("file", 0o644, spec) if isinstance(spec, bytes) else spec
+            info = tarfile.TarInfo(base + path)
+            data = None
+            if spec[0] == "dir":
+                info.type, info.mode = tarfile.DIRTYPE, spec[1]
+            elif spec[0] == "file":
+                info.mode, data = spec[1], spec[2]
+                info.size = len(data)
+            elif spec[0] == "symlink":
+                info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, spec[1]
+            else:
+                info.type, info.mode, info.linkname = tarfile.LNKTYPE, 0o644, base + spec[1]
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buffer.getvalue()

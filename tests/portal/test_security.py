@@ -119,6 +119,11 @@ ACCESS = {
         "GET": api(STAFF_ROLES),
         "POST": {a: "405" if a in STAFF_ROLES else api(STAFF_ROLES)[a] for a in ACTORS},
     },
+    # A build's update impact against another (releases.impact): read like the build.
+    "api/builds/<str:name>/diff/<str:old>/": {
+        "GET": api(STAFF_ROLES),
+        "POST": {a: "405" if a in STAFF_ROLES else api(STAFF_ROLES)[a] for a in ACTORS},
+    },
     # The XO helper's one-time link is its only authority: an unknown one is gone (410) for
     # everybody, session or not, and changes nothing.
     "xo/<str:token>": {"GET": same("ok"), "POST": same("405")},
@@ -214,6 +219,7 @@ def world(cast, published):
         "url": "nothing-here/",
         "token": "no-such-link",
         "upload_id": "no-such-upload",
+        "old": World.build.name,
     }
     World.admin_ids = {
         "auth/group": Group.objects.first().pk,

@@ -33,6 +33,10 @@ REFUSED = [
     ("NOTIFY_DIGEST_HOUR", "24"),
     ("METRICS_TOKEN", "short"),
     ("METRICS_ALLOWED_IPS", "10.0.0.300"),
+    ("XO_UPDATE_OVERHEAD_BYTES", "-1"),
+    ("LARGE_UPDATE_SHARE", "half"),
+    ("LARGE_UPDATE_SHARE", "0"),
+    ("LARGE_UPDATE_SHARE", "1.5"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]

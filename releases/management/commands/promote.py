@@ -84,7 +84,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--priority", default="", help="Default: the first of OATSLITE_PRIORITIES."
         )
-        parser.add_argument("--reason", default="", help="Why, when coverage is below the minimum.")
+        parser.add_argument(
+            "--reason",
+            default="",
+            help="Why, when coverage is below the minimum or the update is privileged or large.",
+        )
 
     @no_translations
     def handle(self, *args, name, by, priority, reason, wait, timeout, **options):
