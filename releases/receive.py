@@ -8,6 +8,7 @@ import contextlib
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent, TooManyFilesSent
 from django.core.files.uploadhandler import StopUpload
+from django.db import transaction
 from django.http import UnreadablePostError
 from django.http.multipartparser import MultiPartParserError
 from django.utils.translation import gettext as _
@@ -74,24 +75,23 @@ def receive_build(request, *, via: str):
             checks.check_contents(
                 data["contents"].staged.path, max_bytes=settings.MAX_CONTENTS_BYTES
             )
-        upload = None
-        if data["tarball_upload"]:
-            upload = resumable.upload_get(
+        fields = {
+            "acting_user": request.user,
+            "md5_file": data["md5"].staged,
+            "contents": data["contents"].staged,
+            "name": data["name"],
+            "contents_hash": data["contents_hash"],
+            "via": via,
+        }
+        if not data["tarball_upload"]:
+            return services.build_create(tarball=data["tarball"].staged, **fields), None
+        # One build per upload: the row stays locked until the build is made and the upload
+        # gone; a refusal leaves it (and its archive, put back) for the next try.
+        with transaction.atomic():
+            upload = resumable.upload_claim(
                 acting_user=request.user, upload_id=data["tarball_upload"]
             )
-            tarball = resumable.upload_finish(upload=upload)
-        else:
-            tarball = data["tarball"].staged
-        build = services.build_create(
-            acting_user=request.user,
-            tarball=tarball,
-            md5_file=data["md5"].staged,
-            contents=data["contents"].staged,
-            name=data["name"],
-            contents_hash=data["contents_hash"],
-            via=via,
-        )
-        if upload is not None:
+            build = services.build_create(tarball=resumable.upload_finish(upload=upload), **fields)
             resumable.upload_discard(upload=upload)  # its file is the build's now
         return build, None
     except Refused as rejection:

@@ -30,6 +30,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from .hashstate import ResumableHash
@@ -39,6 +40,9 @@ from .services import TARBALL_RE
 from .uploads import CHUNK, StagedFile, _Lane, _Sink
 
 SHA256_HEX = 64
+FILENAME_MAX = 255  # Build.original_filename and ResumableUpload.filename
+# An upload nobody has sent to for this long may be given up for a new one of its user's.
+EVICT_IDLE_AFTER = 600
 
 
 def upload_start(
@@ -53,8 +57,12 @@ def upload_start(
        disk has room for the whole file.
     """
     filename = os.path.basename(filename or "")
-    if not TARBALL_RE.match(filename):
-        raise Refused("tarball_name", file=filename)
+    if (
+        not TARBALL_RE.match(filename)
+        or len(filename) > FILENAME_MAX
+        or any(ord(c) < 32 or ord(c) == 127 for c in filename)
+    ):
+        raise Refused("tarball_name", file=filename[:FILENAME_MAX])
     if size <= 0:
         raise Refused("file_empty", field="tarball", file=filename)
     if size > settings.MAX_BUILD_BYTES:
@@ -63,21 +71,35 @@ def upload_start(
     if fingerprint and not _is_sha256(fingerprint):
         raise Refused("upload_digest_format", value=fingerprint[:80])
 
+    now = timezone.now()
     mine = ResumableUpload.objects.filter(user=acting_user)
     for upload in mine.filter(filename=filename, size=size).order_by("-received", "-updated_at"):
         if upload.received == 0 or not fingerprint or upload.first_chunk_sha256 == fingerprint:
+            upload.updated_at = now  # resumed: a new UPLOAD_RESUME_TTL from now
             if fingerprint and not upload.first_chunk_sha256:
                 upload.first_chunk_sha256 = fingerprint
-                upload.save(update_fields=["first_chunk_sha256"])
+            upload.save(update_fields=["updated_at", "first_chunk_sha256"])
             return upload
 
     if mine.count() >= settings.UPLOAD_RESUME_MAX_OPEN:
-        raise Refused("upload_too_many", limit=settings.UPLOAD_RESUME_MAX_OPEN)
+        # Starting another means giving up the one left alone longest, if nobody is sending
+        # to it (a build machine may be uploading beside the browser).
+        idle = mine.filter(updated_at__lt=now - timedelta(seconds=EVICT_IDLE_AFTER)).last()
+        if idle is None:
+            raise Refused("upload_too_many", limit=settings.UPLOAD_RESUME_MAX_OPEN)
+        upload_discard(upload=idle)
     folder = Path(settings.UPLOAD_TEMP_DIR)
     folder.mkdir(parents=True, exist_ok=True)
+    # The disk must hold this archive and what the other unfinished uploads still need.
+    promised = sum(
+        total - held
+        for total, held in ResumableUpload.objects.filter(received__lt=F("size")).values_list(
+            "size", "received"
+        )
+    )
     free = shutil.disk_usage(folder).free
-    if free < size:
-        raise Refused("upload_no_space", size=size, free=free)
+    if free - promised < size:
+        raise Refused("upload_no_space", size=size, free=max(free - promised, 0))
     upload = ResumableUpload(
         id=secrets.token_urlsafe(18),
         user=acting_user,
@@ -103,6 +125,20 @@ def upload_get(*, acting_user, upload_id: str) -> ResumableUpload:
     upload = ResumableUpload.objects.filter(pk=upload_id, user=acting_user).first()
     if upload is None:
         raise Refused("upload_unknown")
+    return upload
+
+
+def upload_claim(*, acting_user, upload_id: str) -> ResumableUpload:
+    """For the caller's transaction that makes a build of the upload: the row locked (a
+    second request for the same upload waits, then finds it gone) and its time renewed, so
+    the sweeper leaves it alone meanwhile."""
+    upload = (
+        ResumableUpload.objects.select_for_update().filter(pk=upload_id, user=acting_user).first()
+    )
+    if upload is None:
+        raise Refused("upload_unknown")
+    upload.updated_at = timezone.now()
+    upload.save(update_fields=["updated_at"])
     return upload
 
 
@@ -194,7 +230,10 @@ def upload_append(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise Refused("upload_busy") from None
-        upload.refresh_from_db()
+        try:
+            upload.refresh_from_db()
+        except ResumableUpload.DoesNotExist:
+            raise Refused("upload_unknown") from None
         if start != upload.received:
             raise Refused("upload_offset", offset=upload.received)
         os.ftruncate(fd, start)
@@ -280,8 +319,7 @@ def sweep_resumable(*, now) -> int:
     cutoff = now - timedelta(seconds=settings.UPLOAD_RESUME_TTL)
     removed = 0
     for upload in ResumableUpload.objects.filter(updated_at__lt=cutoff):
-        upload_discard(upload=upload)
-        removed += 1
+        removed += _discard_if_idle(upload, cutoff)
     known = {f".resume-{pk}" for pk in ResumableUpload.objects.values_list("pk", flat=True)}
     with contextlib.suppress(FileNotFoundError), os.scandir(settings.UPLOAD_TEMP_DIR) as entries:
         for entry in entries:
@@ -292,6 +330,29 @@ def sweep_resumable(*, now) -> int:
                     os.unlink(entry.path)
                     removed += 1
     return removed
+
+
+def _discard_if_idle(upload: ResumableUpload, cutoff) -> int:
+    """Remove an expired upload unless a chunk is being written to it (its lock is held) or
+    it was resumed since it was selected. Returns 1 if removed."""
+    try:
+        fd = os.open(upload.path, os.O_WRONLY)
+    except FileNotFoundError:
+        fd = None
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+        if not ResumableUpload.objects.filter(pk=upload.pk, updated_at__lt=cutoff).delete()[0]:
+            return 0
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(upload.path)
+        return 1
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _is_sha256(value) -> bool:

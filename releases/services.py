@@ -7,6 +7,7 @@ transaction); follow-up work is enqueued only after commit. What is offered to l
 `offers` and `deploy`; builds that older checks let through are `recheck`.
 """
 
+import contextlib
 import logging
 import os
 import re
@@ -149,6 +150,7 @@ def build_create(
     store_dir = f"{name}-{secrets.token_hex(4)}"
     folder = settings.BUILD_STORE_DIR / store_dir
     folder.mkdir(parents=True)
+    moved = []  # (staged path, stored path): put back if the build is not made
     try:
         for staged, target in (
             (tarball, tarball_name),
@@ -159,6 +161,7 @@ def build_create(
             # the rsync daemon that school servers pull from.
             os.chmod(staged.path, PUBLISHED_FILE_MODE)
             os.rename(staged.path, folder / target)
+            moved.append((staged.path, folder / target))
         fsync_dir(folder)
         with transaction.atomic():
             build = Build.objects.create(
@@ -189,12 +192,22 @@ def build_create(
                 audit(build=build, actor=acting_user, action=AuditAction.NOTE, code="md5_bare")
             _enqueue_validation(build.pk)
     except IntegrityError:
-        shutil.rmtree(folder, ignore_errors=True)
+        _put_back(moved, folder)
         raise Refused("name_taken", name=name) from None
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        _put_back(moved, folder)
         raise
     return build
+
+
+def _put_back(moved, folder) -> None:
+    """Undo build_create's moves: the staged files go back where the caller has them (it
+    discards them, or, for a resumable upload, keeps the archive for the next try)."""
+    for staged_path, stored in moved:
+        with contextlib.suppress(OSError):
+            os.rename(stored, staged_path)
+            os.chmod(staged_path, 0o600)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 # --- Validation ------------------------------------------------------------------------------

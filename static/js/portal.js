@@ -239,6 +239,10 @@
     headers = Object.assign({ "X-CSRFToken": csrfToken(form) }, headers || {});
     return fetch(url, { method: method, body: body, headers: headers, credentials: "same-origin" })
       .then(function (response) {
+        if (response.redirected) {
+          // Sent to the login page: the session ended (a logout in another tab).
+          return { status: 401, data: { error: document.body.dataset.sessionEnded } };
+        }
         return response.json().catch(function () { return {}; }).then(function (data) {
           return { status: response.status, data: data };
         });
@@ -284,6 +288,10 @@
         }
         if (answer.status === 409 && typeof answer.data.offset === "number") {
           return next(answer.data.offset, failures);  // the portal holds more (or less)
+        }
+        if (answer.status === 409 && failures < 12) {
+          // A request cut off on the way may still hold the upload for a while: wait.
+          return wait(5000).then(function () { return next(offset, failures + 1); });
         }
         if (answer.status === 400 && failures < 3) {
           return next(offset, failures + 1);  // damaged or cut off on the way: send again

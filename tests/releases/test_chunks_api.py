@@ -179,3 +179,47 @@ def test_an_upload_can_be_given_up(builder, files):
     assert builder.delete(url).status_code == 204
     assert not ResumableUpload.objects.exists() and not path.exists()
     assert builder.get(url).status_code == 404
+
+
+def send_whole(builder, tarball) -> str:
+    data = tarball.read_bytes()
+    started = start(builder, "/api/uploads/", tarball).json()
+    put(builder, started["url"], data, 0, len(data))
+    return started["id"]
+
+
+def make_build(builder, upload_id, md5, contents):
+    with open(md5, "rb") as m, open(contents, "rb") as c:
+        return builder.post("/api/builds/", {"tarball_upload": upload_id, "md5": m, "contents": c})
+
+
+def test_an_upload_makes_one_build_only(builder, files):
+    tarball, md5, contents = files
+    upload_id = send_whole(builder, tarball)
+    assert make_build(builder, upload_id, md5, contents).status_code == 201
+
+    again = make_build(builder, upload_id, md5, contents)  # a second tab, a retried POST
+
+    assert again.status_code == 400
+    assert "no such upload" in again.json()["errors"]["tarball"][0]
+    assert Build.objects.count() == 1
+
+
+def test_a_build_that_fails_after_the_move_puts_the_archive_back(builder, files, monkeypatch):
+    from releases import services
+
+    tarball, md5, contents = files
+    upload_id = send_whole(builder, tarball)
+    path = ResumableUpload.objects.get().path
+
+    def failing_fsync(folder):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(services, "fsync_dir", failing_fsync)
+    with pytest.raises(OSError):
+        make_build(builder, upload_id, md5, contents)
+    monkeypatch.undo()
+
+    assert path.read_bytes() == tarball.read_bytes()
+    assert not Build.objects.exists()
+    assert make_build(builder, upload_id, md5, contents).status_code == 201

@@ -2,9 +2,11 @@
 one damaged or cut off, a crash between the write and the row, resuming by name, size and
 first chunk, the finished archive's checksums, and the sweeper."""
 
+import fcntl
 import hashlib
 import io
 import os
+import shutil
 from datetime import timedelta
 
 import pytest
@@ -226,3 +228,61 @@ def test_the_sweeper_removes_what_nobody_added_to_for_the_ttl(cast, settings):
     assert removed == 2
     assert list(ResumableUpload.objects.values_list("pk", flat=True)) == [fresh.pk]
     assert not old.path.exists() and not orphan.exists() and fresh.path.exists()
+
+
+def test_resuming_renews_the_time_an_upload_is_kept(cast, settings):
+    upload = send(cast.alice, start(cast.alice), 0)
+    old = timezone.now() - timedelta(seconds=settings.UPLOAD_RESUME_TTL - 5)
+    ResumableUpload.objects.filter(pk=upload.pk).update(updated_at=old)
+
+    start(cast.alice)  # the user comes back just before it would expire
+
+    assert resumable.sweep_resumable(now=timezone.now() + timedelta(seconds=10)) == 0
+    assert ResumableUpload.objects.filter(pk=upload.pk).exists()
+
+
+def test_the_sweeper_leaves_an_upload_alone_while_a_chunk_is_written(cast, settings):
+    upload = send(cast.alice, start(cast.alice), 0)
+    later = timezone.now() + timedelta(seconds=settings.UPLOAD_RESUME_TTL + 60)
+    fd = os.open(upload.path, os.O_WRONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # what upload_append holds while it writes
+    try:
+        assert resumable.sweep_resumable(now=later) == 0
+    finally:
+        os.close(fd)
+    assert upload.path.exists()
+    assert resumable.sweep_resumable(now=later) == 1
+
+
+def test_a_start_at_the_limit_gives_up_the_users_idlest_upload(cast, settings):
+    settings.UPLOAD_RESUME_MAX_OPEN = 2
+    idle = start(cast.alice, DATA[:-1])
+    busy = start(cast.alice, DATA[:-2])
+    ResumableUpload.objects.filter(pk=idle.pk).update(
+        updated_at=timezone.now() - timedelta(hours=1)
+    )
+
+    fresh = start(cast.alice, DATA[:-3])
+
+    assert set(ResumableUpload.objects.values_list("pk", flat=True)) == {busy.pk, fresh.pk}
+    assert not idle.path.exists()
+
+
+def test_the_disk_must_hold_what_unfinished_uploads_still_need(cast, settings, monkeypatch):
+    start(cast.alice)  # needs len(DATA) more bytes
+    usage = shutil.disk_usage(settings.UPLOAD_TEMP_DIR)
+    monkeypatch.setattr(
+        resumable.shutil,
+        "disk_usage",
+        lambda path: usage._replace(free=len(DATA) + len(DATA) // 2),
+    )
+
+    refused = refusal(lambda: start(cast.root, DATA[::-1]))
+
+    assert refused.code == "upload_no_space"
+    assert refused.params["free"] == len(DATA) // 2
+
+
+@pytest.mark.parametrize("filename", ["a" * 250 + "-tree.tar.bz2", "py\x00-tree.tar.bz2"])
+def test_a_name_the_database_cannot_keep_is_refused(cast, filename):
+    assert refusal(lambda: start(cast.alice, filename=filename)).code == "tarball_name"
