@@ -6,6 +6,7 @@ Each app decides when its events happen and whom they concern (`releases.notify`
 """
 
 import logging
+import smtplib
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -97,7 +98,8 @@ def notify(*, kind: NotificationKind, key: str, users, message: Message) -> int:
     2. For each, claim (kind, key, user) with an INSERT the unique constraint guards: a
        second task, worker or sweep finds it taken and sends nothing.
     3. Send. If sending fails, give the claim back (so a retry or the sweep sends it
-       later) and raise.
+       later) and go on with the others; raise NotificationsFailed at the end. An address
+       the mail server refuses keeps its claim: trying again would be refused again.
     """
     users = {user.pk: user for user in users if user.is_active and user.email}
     if not users:
@@ -111,7 +113,7 @@ def notify(*, kind: NotificationKind, key: str, users, message: Message) -> int:
     # Those already told are skipped here too: the sweep sees the same events every few
     # minutes, and one query beats a failed INSERT per user and event.
     skip = off | sent_to(kind, key)
-    sent = 0
+    sent, failed = 0, []
     for user in (users[pk] for pk in sorted(users.keys() - skip)):
         try:
             with transaction.atomic():
@@ -121,11 +123,29 @@ def notify(*, kind: NotificationKind, key: str, users, message: Message) -> int:
         try:
             subject, body = render(message, user)
             send_mail(subject, body, None, [user.email], fail_silently=False)
+        except smtplib.SMTPRecipientsRefused:
+            log.warning(
+                "%s %s: the mail server refused %s (user %s); not retried",
+                kind,
+                key,
+                user.email,
+                user.pk,
+            )
+            continue
         except Exception:
             SentNotification.objects.filter(pk=claim.pk).delete()
-            raise
+            log.exception("%s %s: mail to user %s failed; it is tried again", kind, key, user.pk)
+            failed.append(user.pk)
+            continue
         sent += 1
+    if failed:
+        raise NotificationsFailed(f"{kind} {key}: not sent to users {failed}")
     return sent
+
+
+class NotificationsFailed(OSError):
+    """Some mails of an event could not be sent (their claims were given back); an OSError,
+    so the task's bounded retry and the sweep try them again."""
 
 
 def render(message: Message, user) -> tuple[str, str]:

@@ -305,7 +305,7 @@ if not 0 < LARGE_UPDATE_SHARE <= 1:
     raise ImproperlyConfigured(
         f"LARGE_UPDATE_SHARE must be above 0 and at most 1, not {LARGE_UPDATE_SHARE}"
     )
-# Approvers are e-mailed when a deployment fails or everything stops being offered.
+# E-mail: who gets what is README "Notifications".
 EMAIL_BACKEND = env.str(
     "DJANGO_EMAIL_BACKEND",
     default="django.core.mail.backends.console.EmailBackend"
@@ -313,6 +313,9 @@ EMAIL_BACKEND = env.str(
     else "django.core.mail.backends.smtp.EmailBackend",
 )
 EMAIL_HOST = env.str("DJANGO_EMAIL_HOST", default="localhost")
+# Seconds a mail server may take to answer: mails are sent by the workers that also
+# validate, publish and deploy, and a mail server that never answers must not hold them.
+EMAIL_TIMEOUT = _positive_int("DJANGO_EMAIL_TIMEOUT", 20)
 DEFAULT_FROM_EMAIL = env.str("DJANGO_DEFAULT_FROM_EMAIL", default="xo-portal@localhost")
 
 # --- Notifications and monitoring -----------------------------------------------------------

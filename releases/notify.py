@@ -14,6 +14,7 @@ task) sends nothing new. State changes enqueue `build_notify` after commit
 commit; `sweep` (beat) catches what a lost message or a mail server outage left unsent.
 """
 
+import logging
 from datetime import timedelta
 from functools import partial
 
@@ -36,6 +37,7 @@ from .models import Build, BuildStatus, Deployment, DeploymentAction, Deployment
 # The sweep looks this far back for events whose mail may have been lost; older events
 # are history, not news (and a new install does not mail the whole past).
 CATCH_UP = timedelta(days=2)
+log = logging.getLogger(__name__)
 NOTIFIED_STATUSES = (BuildStatus.INVALID, BuildStatus.PUBLISHED)
 
 
@@ -102,7 +104,18 @@ def build_notify(*, build_id) -> int:
 def coverage_notify() -> int:
     """Published builds not offered yet whose coverage reached the minimum. A fixed number
     of queries before anything is sent, however many builds and servers there are."""
-    waiting = list(Build.objects.filter(status=BuildStatus.PUBLISHED, recheck_code=""))
+    waiting = Build.objects.filter(status=BuildStatus.PUBLISHED, recheck_code="")
+    # Only builds newer than what the laptops are offered: an older one left unpromoted was
+    # passed over on purpose, and "promote it" would roll the laptops back.
+    newest = (
+        Build.objects.filter(status=BuildStatus.OFFERED, published_at__isnull=False)
+        .order_by("-published_at")
+        .values_list("published_at", flat=True)
+        .first()
+    )
+    if newest is not None:
+        waiting = waiting.filter(published_at__gt=newest)
+    waiting = list(waiting)
     done = already_sent(NotificationKind.COVERAGE_REACHED, map(_build_key, waiting))
     waiting = [build for build in waiting if _build_key(build) not in done]
     if not waiting:
@@ -203,8 +216,20 @@ def sweep(*, now=None) -> dict:
         Q(status=DeploymentStatus.FAILED, coalesced_into__isnull=True, finished_at__gte=since)
         | Q(action=DeploymentAction.STOP_ALL, requested_at__gte=since)
     ).values_list("pk", flat=True)
+    # One event whose mail cannot go (a template error, a refused server) must not keep
+    # the others from going: each is tried on its own, and retried at the next sweep.
     return {
-        "builds": sum(build_notify(build_id=pk) for pk in builds),
-        "deployments": sum(deployment_notify(deployment_id=pk) for pk in deployments),
-        "coverage": coverage_notify(),
+        "builds": sum(_isolated(build_notify, build_id=pk) for pk in builds),
+        "deployments": sum(_isolated(deployment_notify, deployment_id=pk) for pk in deployments),
+        "coverage": _isolated(coverage_notify),
     }
+
+
+def _isolated(function, **kwargs) -> int:
+    try:
+        return function(**kwargs)
+    except Exception:
+        log.exception(
+            "notifications: %s(%s) failed; the next sweep tries again", function.__name__, kwargs
+        )
+        return 0

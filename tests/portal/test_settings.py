@@ -37,6 +37,7 @@ REFUSED = [
     ("LARGE_UPDATE_SHARE", "half"),
     ("LARGE_UPDATE_SHARE", "0"),
     ("LARGE_UPDATE_SHARE", "1.5"),
+    ("DJANGO_EMAIL_TIMEOUT", "0"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]

@@ -1,6 +1,7 @@
 """Build and deployment e-mails (`releases.notify`): the right people, once per event,
 after commit, caught up by the sweep when the message was lost, opt-outs honoured."""
 
+import smtplib
 import time
 import uuid
 from datetime import timedelta
@@ -10,6 +11,7 @@ from django.conf import settings as django_settings
 from django.core import mail
 from django.utils import timezone
 
+from portal import notifications
 from portal.celery import app as celery_app
 from portal.models import NotificationKind, NotificationOptOut, SentNotification
 from releases import deploy, notify, offers, services, tasks
@@ -170,9 +172,9 @@ def test_the_approvers_hear_once_when_coverage_reaches_the_minimum(
 
     server = SchoolServer.objects.exclude(syncs__build=build).first()
     SyncState.objects.create(server=server, build=build, build_name=build.name, status="verified")
-    # 7 to find who is due (none per server or build) and 3 per mail (savepoint, claim,
-    # release): two approvers.
-    with django_assert_max_num_queries(13):
+    # 8 to find who is due (none per server or build; one for the newest offered build) and
+    # 3 per mail (savepoint, claim, release): two approvers.
+    with django_assert_max_num_queries(14):
         assert notify.coverage_notify() == 2
 
     assert notify.coverage_notify() == 0
@@ -186,6 +188,83 @@ def test_an_offered_build_is_past_the_coverage_news(people, published, settings)
     servers_holding(build, holding=2, total=2)
     Build.objects.filter(pk=build.pk).update(status=BuildStatus.OFFERED)
     assert notify.coverage_notify() == 0
+
+
+def test_a_build_older_than_the_offered_one_is_not_suggested(people, published, settings):
+    """It was passed over on purpose: promoting it would roll the laptops back."""
+    settings.PROMOTION_MIN_COVERAGE = 0.5
+    older = published(uploader=people.alice)
+    offered = published(uploader=people.alice)
+    Build.objects.filter(pk=offered.pk).update(status=BuildStatus.OFFERED)
+    servers_holding(older, holding=2, total=2)
+
+    assert notify.coverage_notify() == 0
+    newer = published(uploader=people.alice)
+    SyncState.objects.bulk_create(
+        SyncState(server=server, build=newer, build_name=newer.name, status="verified")
+        for server in SchoolServer.objects.all()
+    )
+    assert notify.coverage_notify() == 2
+
+
+# --- One mail that cannot go ---------------------------------------------------------------
+
+
+def failing_for(address, error):
+    real = notifications.send_mail
+
+    def send(subject, body, sender, recipients, **kwargs):
+        if address in recipients:
+            raise error
+        return real(subject, body, sender, recipients, **kwargs)
+
+    return send
+
+
+def test_a_refused_address_does_not_keep_the_others_from_their_mail(people, unhashed, monkeypatch):
+    refused = smtplib.SMTPRecipientsRefused({"carol@example.org": (550, b"no such user")})
+    monkeypatch.setattr(notifications, "send_mail", failing_for("carol@example.org", refused))
+    build = unhashed(uploader=people.alice)
+
+    assert notify.build_notify(build_id=build.pk) == 2
+
+    assert outbox_to() == ["alice", "root"]
+    # Refused for good: not tried again (its claim is kept).
+    assert recipients(NotificationKind.WAITING_HASH) == ["alice", "carol", "root"]
+
+
+def test_a_mail_that_fails_is_given_back_and_the_others_still_go(people, unhashed, monkeypatch):
+    down = ConnectionRefusedError(111, "Connection refused")
+    monkeypatch.setattr(notifications, "send_mail", failing_for("carol@example.org", down))
+    build = unhashed(uploader=people.alice)
+
+    with pytest.raises(notifications.NotificationsFailed):
+        notify.build_notify(build_id=build.pk)
+
+    assert outbox_to() == ["alice", "root"]
+    assert recipients(NotificationKind.WAITING_HASH) == ["alice", "root"]
+    monkeypatch.undo()
+    assert notify.sweep()["builds"] == 1  # carol's, once the server is back
+    assert recipients(NotificationKind.WAITING_HASH) == ["alice", "carol", "root"]
+
+
+def test_the_sweep_goes_on_past_an_event_whose_mail_cannot_be_made(people, unhashed, monkeypatch):
+    first, second = unhashed("py501-1"), unhashed("py502-1")
+    real = notify.build_notify
+
+    def broken_for_first(*, build_id):
+        if build_id == first.pk:
+            raise ValueError("a template error")
+        return real(build_id=build_id)
+
+    monkeypatch.setattr(notify, "build_notify", broken_for_first)
+    SentNotification.objects.all().delete()
+    mail.outbox.clear()
+
+    assert notify.sweep()["builds"] == 3  # the second build's three people
+    assert {message.subject for message in mail.outbox} == {
+        message.subject for message in mail.outbox if second.name in message.subject
+    }
 
 
 # --- Deployments ---------------------------------------------------------------------------
