@@ -223,9 +223,9 @@ def checkin_record(*, server: SchoolServer, report: dict, body: dict) -> CheckIn
         if name not in listed and row["status"] in (*HELD_STATUSES, SyncStatus.FAILED)
     ]
     refresh = refresh_problem(report.get("last_refresh_status"))
-    if refresh is not None:
-        errors.append(
-            (f"last refresh exited with status {report['last_refresh_status']}", *refresh)
+    if refresh is not None:  # first: it stops every build, and PROBLEMS_KEPT cuts the tail
+        errors.insert(
+            0, (f"last refresh exited with status {report['last_refresh_status']}", *refresh)
         )
     clock = report.get("clock")
     with transaction.atomic():

@@ -36,8 +36,8 @@ def test_a_failed_refresh_and_a_damaged_copy_are_kept_as_codes(db, published):
     record(xs, [{"name": build.name, "md5": "0" * 32}], last_refresh_status=1)
 
     xs.refresh_from_db()
-    assert [code for code, _params in xs.problems] == ["checkin_md5_differs", "refresh_failed"]
-    assert xs.problems[0][1] == {"build": "py801-5", "md5": "0" * 32, "published": build.md5}
+    assert [code for code, _params in xs.problems] == ["refresh_failed", "checkin_md5_differs"]
+    assert xs.problems[1][1] == {"build": "py801-5", "md5": "0" * 32, "published": build.md5}
     assert "last refresh exited with status 1" in xs.last_error  # the English summary
 
 
