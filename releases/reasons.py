@@ -375,6 +375,7 @@ MESSAGES = {
     "servers_csv_address": _("address %(value)s is not an IP address"),
     "servers_csv_too_long": _("%(column)s is longer than %(limit)s characters"),
     "servers_csv_duplicate": _("%(hostname)s already appears on line %(first)s"),
+    "servers_csv_control_char": _("%(column)s holds a control character (%(char)s)"),
     "servers_import_stale": _(
         "The school servers changed since this preview was made (someone edited one or "
         "imported a file), so nothing was imported. Check the preview again and confirm."

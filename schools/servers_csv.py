@@ -2,7 +2,10 @@
 page), read and compared with what the portal holds. Pure module: no ORM, no I/O.
 
 `read(text)` gives the good lines and the errors; `compare(reading, stored)` turns them into
-a `Plan`, per line a new server, a change (field: old → new) or nothing to do.
+a `Plan`, per line a new server, a change (field: old → new) or nothing to do. A column the
+file leaves out is not a change: the servers the file names keep what they hold there (a
+file of hostname and school cannot wipe notes or switch servers back on), and a new server
+gets what an empty cell gives, the model's default.
 `services.servers_import_plan` shows a plan, `services.servers_import_csv` applies one: the
 preview and the import cannot disagree on what a line means.
 
@@ -15,6 +18,7 @@ import hashlib
 import io
 import ipaddress
 import json
+import unicodedata
 from dataclasses import dataclass, field
 
 from django.utils import translation
@@ -31,6 +35,12 @@ FALSE_WORDS = {"0", "false", "no", "n", ""}
 # The fields a line sets, in the order the preview lists its changes.
 FIELDS = ("name", "school", "department", "contact", "address", "active", "notes")
 LENGTH_LIMITS = (("name", 100), ("school", 200), ("department", 100), ("contact", 200))
+
+# Control characters (Unicode Cc) a value may hold: tab anywhere, line breaks in the notes
+# (a textarea's, which the export quotes). Any other is a typing or encoding accident, and
+# NUL is one PostgreSQL refuses to store.
+ALLOWED_CONTROLS = {"\t"}
+ALLOWED_CONTROLS_IN = {"notes": {"\t", "\n", "\r"}}
 
 # Text a spreadsheet would run as a formula; the CSV export prefixes it with an apostrophe
 # (the OWASP advice against CSV injection), and the import takes that apostrophe off again.
@@ -58,6 +68,10 @@ HINTS = {
     "servers_csv_address": _("Write an IPv4 or IPv6 address, e.g. 10.1.2.3, or leave it empty."),
     "servers_csv_too_long": _("Shorten it to at most %(limit)s characters."),
     "servers_csv_duplicate": _("Keep one line per server: merge the two lines into one."),
+    "servers_csv_control_char": _(
+        "Retype the value: it holds an invisible character (a NUL, or another control "
+        "character) that the file or the spreadsheet put there."
+    ),
 }
 
 
@@ -114,8 +128,19 @@ class LineRefused(ValueError):
         self.code, self.at, self.params = code, at, params
 
 
+def _control_char(column: str, value: str) -> str:
+    """The first control character of `value` the column may not hold, or ""."""
+    allowed = ALLOWED_CONTROLS_IN.get(column, ALLOWED_CONTROLS)
+    for char in value:
+        if char not in allowed and unicodedata.category(char) == "Cc":
+            return char
+    return ""
+
+
 def row_values(row: dict) -> tuple:
-    """(hostname, {field: value as the row stores it}) of one CSV row, or LineRefused."""
+    """(hostname, {field: value as the row stores it}) of one CSV row, or LineRefused. Every
+    field has a value: an empty cell's, for a column the file does not have (`compare`
+    decides whether that counts)."""
     row = {
         key: _from_spreadsheet(value) if isinstance(value, str) else value
         for key, value in row.items()
@@ -123,6 +148,12 @@ def row_values(row: dict) -> tuple:
     hostname = (row.get("hostname") or "").strip().lower()
     if not hostname or not HOSTNAME_RE.match(hostname):
         raise LineRefused("servers_csv_hostname", "hostname", value=repr(hostname))
+    # Only the columns that are read: the export's others (state, last_error...) are ignored.
+    for column in CSV_COLUMNS:
+        char = _control_char(column, row.get(column) or "")
+        if char:
+            code = f"U+{ord(char):04X}"
+            raise LineRefused("servers_csv_control_char", column, column=column, char=code)
     school = (row.get("school") or "").strip()
     if not school:
         raise LineRefused("servers_csv_school_empty", "school")
@@ -155,6 +186,8 @@ class Reading:
     rows: dict = field(default_factory=dict)
     errors: list = field(default_factory=list)
     fatal: bool = False
+    # The FIELDS the header names: the only ones the file may change on a stored server.
+    columns: tuple = FIELDS
 
 
 def read(text: str) -> Reading:
@@ -172,6 +205,7 @@ def read(text: str) -> Reading:
             reading.fatal = True
             return reading
         reader.fieldnames = [(name or "").strip().lower() for name in reader.fieldnames]
+        reading.columns = tuple(key for key in FIELDS if key in header)
         for row in reader:
             _read_row(reading, row, reader.line_num)
     except csv.Error as exc:
@@ -225,6 +259,8 @@ class Plan:
     lines: list = field(default_factory=list)
     errors: list = field(default_factory=list)
     fatal: bool = False
+    # The FIELDS the file has no column for: stored servers keep them as they are.
+    kept: tuple = ()
 
     def of_kind(self, kind: str) -> list:
         return [line for line in self.lines if line.kind == kind]
@@ -274,14 +310,18 @@ class Plan:
 
 def compare(reading: Reading, stored: dict) -> Plan:
     """The plan for `reading` against `stored`, {hostname: {field: value}} of the servers
-    the portal has among the file's host names (as `FIELDS`, values as the rows hold them)."""
-    plan = Plan(errors=list(reading.errors), fatal=reading.fatal)
+    the portal has among the file's host names (as `FIELDS`, values as the rows hold them).
+    A new server takes every field (an absent column as an empty cell); a stored one only
+    those the file has a column for."""
+    kept = tuple(key for key in FIELDS if key not in reading.columns)
+    plan = Plan(errors=list(reading.errors), fatal=reading.fatal, kept=kept)
     if reading.fatal:
         return plan
     for hostname, (line, values) in reading.rows.items():
         current = stored.get(hostname)
         changes = {}
         if current is not None:
+            values = {key: value for key, value in values.items() if key in reading.columns}
             changes = {
                 key: (current[key], value) for key, value in values.items() if current[key] != value
             }

@@ -11,7 +11,7 @@ import itertools
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Case, DateTimeField, Q, Subquery, Value, When
 from django.utils import timezone
 
@@ -475,7 +475,9 @@ def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> Im
     1. read the file (`servers_csv.read`, the same reading the preview shows);
     2. lock the rows it names and compare (`servers_csv.compare`); with `expected`, the
        fingerprint of the plan a person confirmed, refuse (`Refused`) if this one differs;
-    3. write the new and changed servers and the audit event."""
+    3. write the new and changed servers and the audit event. The lock holds only rows
+       that exist: if another import (the same preview confirmed twice) added one of the
+       new servers meanwhile, nothing is written and the plan is refused as stale."""
     reading = servers_csv.read(text)
     result = ImportResult(errors=[(error.line, error.english) for error in reading.errors])
     if reading.fatal or not reading.rows:
@@ -489,9 +491,13 @@ def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> Im
         result.created = len(plan.new)
         result.updated = len(plan.lines) - result.created
         result.changed = len(plan.changed)
-        SchoolServer.objects.bulk_create(
-            [SchoolServer(hostname=line.hostname, **line.values) for line in plan.new]
-        )
+        try:
+            with transaction.atomic():
+                SchoolServer.objects.bulk_create(
+                    [SchoolServer(hostname=line.hostname, **line.values) for line in plan.new]
+                )
+        except IntegrityError:
+            raise Refused("servers_import_stale") from None
         for line in plan.changed:
             changes = {key: new for key, (_old, new) in line.changes.items()}
             SchoolServer.objects.filter(pk=line.stored["pk"]).update(**changes)

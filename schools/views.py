@@ -26,7 +26,7 @@ PAGE_SIZE = 100
 # deployment's first import would otherwise be a page of megabytes.
 PREVIEW_LINES = 500
 CSV_FIELDS = (
-    "hostname", "name", "school", "department", "contact", "address", "active", "state",
+    "hostname", "name", "school", "department", "contact", "address", "active", "notes", "state",
     "has_newest", "last_report_at", "last_refresh_status", "disk_free_bytes", "last_error",
 )  # fmt: skip
 CLIENT_SCRIPT = Path(__file__).resolve().parent / "client" / "xs-sync-report"
@@ -84,6 +84,7 @@ def _csv(servers, newest):
             "contact",
             "address",
             "active",
+            "notes",
             "state",
             f"has {newest.name}" if newest else "has newest",
             "last_report_at",
@@ -105,6 +106,7 @@ def _csv(servers, newest):
                 services.spreadsheet_safe(server["contact"]),
                 services.spreadsheet_safe(server["address"] or ""),
                 "yes" if server["active"] else "no",
+                services.spreadsheet_safe(server["notes"]),
                 server["state"],
                 "yes" if server["has_newest"] else "no",
                 server["last_report_at"].isoformat() if server["last_report_at"] else "",

@@ -70,6 +70,21 @@ CSV_CASES = [
     ),
     ("school-empty", (HEADER + "xs-2,,  ,,,,,\n").encode(), ":2: school is empty"),
     (
+        "school-with-nul",
+        (HEADER + "xs-2,,Escuela\x00,,,,,\n").encode(),
+        ":2: school holds a control character (U+0000)",
+    ),
+    (
+        "notes-with-nul",
+        (HEADER + f"{HOST},xs-caacupe-1,Escuela 1,Cordillera,,10.1.2.3,yes,a\x00b\n").encode(),
+        ":2: notes holds a control character (U+0000)",
+    ),
+    (
+        "contact-with-escape",
+        (HEADER + "xs-2,,Escuela,,\x1b[31mAna,,,\n").encode(),
+        ":2: contact holds a control character (U+001B)",
+    ),
+    (
         "active-maybe",
         (HEADER + "xs-2,,Escuela,,,,maybe,\n").encode(),
         ":2: active must be yes or no, not 'maybe'",

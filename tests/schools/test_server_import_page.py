@@ -14,7 +14,7 @@ from django.urls import reverse
 from releases.audit import AuditAction
 from releases.models import AuditEvent
 from schools import forms as school_forms
-from schools import views
+from schools import services, views
 from schools.models import SchoolServer
 from tests.factories import english_client
 
@@ -261,3 +261,93 @@ def test_errors_are_shown_in_spanish(cast, servers):
     assert "Vista previa" in body
     row = body[body.index('data-line="5"') :]
     assert "no es un nombre de host" in row[: row.index("</tr>")]
+
+
+def test_the_overview_export_imports_back_as_unchanged(cast, servers):
+    # The page tells coordinators to start from the export: importing it as it is must
+    # change nothing, notes and an inactive server included.
+    SchoolServer.objects.filter(hostname="xs-caacupe-1.local").update(
+        notes="Llamar antes de ir.\r\nLlave en dirección.", contact="-Ana", active=False
+    )
+    SchoolServer.objects.filter(hostname="xs-itaugua-1.local").update(notes="=nota")
+    client = login(cast.dave)
+    exported = client.get(reverse("schools:overview") + "?format=csv").content
+    before = snapshot.take()
+
+    response = upload(client, exported)
+
+    plan = response.context["plan"]
+    assert not plan.errors and not plan.kept
+    assert [line.kind for line in plan.lines] == ["unchanged", "unchanged"]
+    assert "would change nothing" in response.content.decode()
+    snapshot.assert_unchanged(before)
+
+
+def test_a_file_without_some_columns_keeps_what_the_servers_have_there(cast, servers):
+    SchoolServer.objects.filter(hostname="xs-itaugua-1.local").update(
+        contact="Ana", notes="cerrada por obras", active=False
+    )
+    client = login(cast.dave)
+    text = (
+        "hostname,school\n"
+        "xs-itaugua-1.local,Escuela Itauguá Guasu\n"
+        "xs-luque-1.local,Escuela Luque\n"
+    )
+
+    response = upload(client, text)
+
+    plan = response.context["plan"]
+    assert plan.changed[0].changes == {"school": ("Escuela Itauguá", "Escuela Itauguá Guasu")}
+    body = response.content.decode()
+    assert "The file has no column for name, department, contact, address, active, notes" in body
+    client.post(CONFIRM, {"payload": payload_of(response)})
+    itaugua = SchoolServer.objects.get(hostname="xs-itaugua-1.local")
+    assert (itaugua.school, itaugua.department, itaugua.contact) == (
+        "Escuela Itauguá Guasu",
+        "Central",
+        "Ana",
+    )
+    assert (itaugua.notes, itaugua.active) == ("cerrada por obras", False)
+    luque = SchoolServer.objects.get(hostname="xs-luque-1.local")
+    assert (luque.name, luque.active, luque.notes, luque.address) == ("xs-luque-1", True, "", None)
+    assert AuditEvent.objects.get().params["active_changes"] == {}
+
+
+def test_a_preview_confirmed_twice_at_once_is_refused_and_shown_again(cast, servers, monkeypatch):
+    client = login(cast.dave)
+    payload = payload_of(upload(client, CSV))
+    stored_values = services._stored_values
+
+    # The other confirmation inserts the new server after this one read the rows (the
+    # lock holds only rows that exist).
+    def then_the_other_confirmation_inserts(hostnames, **kwargs):
+        values = stored_values(hostnames, **kwargs)
+        if kwargs.get("lock"):
+            SchoolServer.objects.create(hostname="xs-luque-1.local", name="x", school="Otra")
+        return values
+
+    monkeypatch.setattr(services, "_stored_values", then_the_other_confirmation_inserts)
+
+    response = client.post(CONFIRM, {"payload": payload})
+
+    assert response.status_code == 200
+    assert "changed since this preview was made" in response.content.decode()
+    assert SchoolServer.objects.get(hostname="xs-caacupe-1.local").school == "Escuela 1"
+    assert not AuditEvent.objects.exists()
+
+
+def test_a_value_with_a_nul_is_an_error_on_its_line(cast, servers):
+    text = HEADER + "xs-luque-1.local,,Escuela\x00 Luque,Central,,,yes,\n"
+    client = login(cast.dave)
+    before = snapshot.take()
+
+    response = upload(client, text)
+
+    assert response.status_code == 200
+    row = unescape(response.content.decode())
+    row = row[row.index('data-line="2"') :]
+    row = row[: row.index("</tr>")]
+    assert "<code>school</code>: school holds a control character (U+0000)" in row
+    assert "invisible character" in row
+    assert not response.context["plan"].writes
+    snapshot.assert_unchanged(before)

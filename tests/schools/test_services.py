@@ -67,6 +67,57 @@ def test_the_import_command_prints_each_bad_line_and_exits_non_zero(db, tmp_path
     assert SchoolServer.objects.count() == 2
 
 
+def test_the_import_command_keeps_what_the_file_has_no_column_for(db, tmp_path, capsys):
+    server("xs-caacupe-1.local", contact="Ana", notes="cerrada por obras", active=False)
+    path = tmp_path / "servers.csv"
+    path.write_text("hostname,school\nxs-caacupe-1.local,Escuela 1\nxs-luque-1.local,Luque\n")
+
+    call_command("import_school_servers", str(path))
+
+    assert capsys.readouterr().out == "1 created, 1 updated, 0 lines refused.\n"
+    kept = SchoolServer.objects.get(hostname="xs-caacupe-1.local")
+    assert (kept.school, kept.contact, kept.notes, kept.active) == (
+        "Escuela 1",
+        "Ana",
+        "cerrada por obras",
+        False,
+    )
+    assert SchoolServer.objects.get(hostname="xs-luque-1.local").active is True
+
+
+def test_the_import_command_keeps_the_line_breaks_of_a_quoted_note(db, tmp_path):
+    # A note typed in a textarea has "\r\n"; the export quotes it, the import keeps it.
+    server("xs-caacupe-1.local", school="Escuela 1", notes="una\r\nnota")
+    path = tmp_path / "servers.csv"
+    path.write_bytes(b'hostname,school,notes\r\nxs-caacupe-1.local,Escuela 1,"una\r\nnota"\r\n')
+
+    call_command("import_school_servers", str(path), stdout=io.StringIO())
+
+    assert SchoolServer.objects.get().notes == "una\r\nnota"
+    assert not AuditEvent.objects.exists()
+
+
+def test_the_import_command_fails_when_another_import_added_a_server_meanwhile(
+    db, tmp_path, monkeypatch
+):
+    path = tmp_path / "servers.csv"
+    path.write_text("hostname,school\nxs-caacupe-1.local,Escuela 1\n")
+    stored_values = services._stored_values
+
+    def then_another_import_inserts(hostnames, **kwargs):
+        values = stored_values(hostnames, **kwargs)
+        server("xs-caacupe-1.local")
+        return values
+
+    monkeypatch.setattr(services, "_stored_values", then_another_import_inserts)
+
+    with pytest.raises(CommandError) as caught:
+        call_command("import_school_servers", str(path))
+
+    assert "Another import added some of these servers" in str(caught.value)
+    assert not AuditEvent.objects.exists()
+
+
 def test_school_token_prints_a_token_that_works_and_revokes_the_old_one(db, capsys):
     xs = server("xs-caacupe-1.local")
     call_command("school_token", "xs-caacupe-1.local")

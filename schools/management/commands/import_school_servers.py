@@ -3,6 +3,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases.management.commands.promote import find_user
+from releases.reasons import Refused
 from schools import services
 
 
@@ -10,7 +11,8 @@ class Command(BaseCommand):
     help = (
         "Create or update school servers from a CSV file, matched by hostname. Columns: "
         + ", ".join(services.CSV_COLUMNS)
-        + " (hostname and school required; active: yes/no). Bad lines are reported with "
+        + " (hostname and school required; active: yes/no). A column the file leaves out "
+        "keeps what the portal has (a new server gets the default). Bad lines are reported with "
         "their number and skipped; the good ones are imported (nothing, if the file is not "
         "readable as CSV). Audited as one event."
     )
@@ -25,10 +27,21 @@ class Command(BaseCommand):
     def handle(self, *args, file, by, **options):
         user = find_user(by) if by else None
         try:
-            text = file.read_text(encoding="utf-8-sig")
+            # Bytes, not read_text: its universal newlines would turn a note's "\r\n" (a
+            # textarea's, quoted by the export) into "\n", a change to every such server.
+            text = file.read_bytes().decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
-        result = services.servers_import_csv(text=text, acting_user=user)
+        try:
+            result = services.servers_import_csv(text=text, acting_user=user)
+        except Refused:
+            # The only refusal without a preview to match: another import added some of
+            # the file's new servers at the same moment (the service's message speaks of a
+            # preview, which the command has none of).
+            raise CommandError(
+                "Another import added some of these servers at the same time; nothing was "
+                "imported. Run the command again."
+            ) from None
         for line, message in result.errors:
             self.stderr.write(f"{file}:{line}: {message}")
         self.stdout.write(
