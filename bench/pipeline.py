@@ -851,6 +851,17 @@ class Bench:
         cp_md5_samples, upload_samples = self.upload_rounds(build, base, token, name)
         cp_md5 = statistics.median(cp_md5_samples)
         upload = statistics.median(upload_samples)
+        if self.args.upload_only:
+            print(
+                f"\n(a) upload / cp+md5sum, medians: {upload:.2f} s / {cp_md5:.2f} s = "
+                f"{upload / cp_md5:.2f} (target <= {UPLOAD_RATIO_TARGET}); rounds: cp + md5sum "
+                + ", ".join(f"{value:.2f}" for value in cp_md5_samples)
+                + " s; upload "
+                + ", ".join(f"{value:.2f}" for value in upload_samples)
+                + f" s. Load average before / after: {self.load_before} / {_load()}"
+            )
+            self.completed = True
+            return
         self.wait_pipeline(base, token, name)
         self.sampler.stop()
         memory = self.sampler.snapshot()
@@ -1057,6 +1068,11 @@ def parse_args(argv=None):
         action="store_true",
         help="(a) sends the archive resumably in chunks with releases/client/xo-upload "
         "(UPLOAD_CHUNK_BYTES, 8 MiB by default) instead of one curl request",
+    )
+    parser.add_argument(
+        "--upload-only",
+        action="store_true",
+        help="measure (a) only: no waiting for validation, no bzip2 -t",
     )
     parser.add_argument(
         "--reuse",

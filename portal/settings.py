@@ -177,6 +177,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": 30,
         }
     )
+    # Connections are kept, as on PostgreSQL: closing the last connection to a WAL database
+    # checkpoints it (with an fsync), which a connection per request made every request pay.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 60)
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
     # A file, not memory, so a Celery worker started by a test can open the same database;
     # one per process, so two test runs in one checkout do not share it.
     DATABASES["default"]["TEST"] = {

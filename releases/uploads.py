@@ -170,10 +170,11 @@ class _Sink:
             with contextlib.suppress(BufferError):
                 buffer.close()
 
-    def finish(self) -> None:
+    def finish(self, *, sync: bool = True) -> None:
         if self.buffer is not None:
             self._write_rest_ordinarily(0, self.filled)
-        os.fsync(self.fd)
+        if sync:
+            os.fsync(self.fd)
 
     def close(self) -> None:
         """Idempotent: an abort after a failed finish closes nothing twice."""

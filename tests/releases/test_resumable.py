@@ -286,3 +286,14 @@ def test_the_disk_must_hold_what_unfinished_uploads_still_need(cast, settings, m
 @pytest.mark.parametrize("filename", ["a" * 250 + "-tree.tar.bz2", "py\x00-tree.tar.bz2"])
 def test_a_name_the_database_cannot_keep_is_refused(cast, filename):
     assert refusal(lambda: start(cast.alice, filename=filename)).code == "tarball_name"
+
+
+def test_an_upload_whose_file_is_shorter_than_its_row_starts_again(cast):
+    """The host went down before the disk had bytes the row counts (chunks are synced once,
+    at the end): nothing after them can be trusted."""
+    upload = send(cast.alice, start(cast.alice), 0)
+    upload = send(cast.alice, upload, CHUNK)
+    os.truncate(upload.path, CHUNK + 10)
+
+    assert refusal(lambda: send(cast.alice, upload, 2 * CHUNK)).code == "upload_lost"
+    assert not ResumableUpload.objects.exists()
