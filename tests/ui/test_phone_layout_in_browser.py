@@ -41,6 +41,10 @@ def world(transactional_db, cast, published):
         department="Cordillera",
         last_report_at=now - timedelta(hours=30),
         last_error="last refresh exited with status 23 " + "rsync: failed " * 10,
+        problems=[
+            ["refresh_failed", {"status": 1}],
+            ["refresh_killed", {"status": 137, "signal": 9}],
+        ],
     )
     SyncState.objects.create(
         server=server,
@@ -70,6 +74,10 @@ def test_every_page_fits_a_phone_and_tables_stack(page, live_server, world):
         f"/schools/{server.hostname}/",
         f"/schools/builds/{build.name}/",
         "/schools/client/",
+        "/schools/servers/add/",
+        f"/schools/{server.hostname}/edit/",
+        "/schools/servers/import/",
+        "/profile/",
     ]
     for path in pages:
         response = page.goto(f"{live_server.url}{path}")
