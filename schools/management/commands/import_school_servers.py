@@ -14,7 +14,10 @@ class Command(BaseCommand):
         + " (hostname and school required; active: yes/no). A column the file leaves out "
         "keeps what the portal has (a new server gets the default). Bad lines are reported with "
         "their number and skipped; the good ones are imported (nothing, if the file is not "
-        "readable as CSV). Audited as one event."
+        "readable as CSV). Audited as one event. With --inventario, FILE is the output of "
+        "the query in docs/inventario.md (Inventario's school_infos): servers are found by "
+        "their Inventario place, then by hostname, and schools without a server hostname are "
+        "skipped with a note."
     )
 
     def add_arguments(self, parser):
@@ -22,9 +25,15 @@ class Command(BaseCommand):
         parser.add_argument(
             "--by", default="", help="Who is doing it, for the audit trail (a user name)."
         )
+        parser.add_argument(
+            "--inventario",
+            action="store_true",
+            help="FILE is the output of the query in docs/inventario.md (CSV, or tab-separated "
+            "from mysql --batch --raw).",
+        )
 
     @no_translations
-    def handle(self, *args, file, by, **options):
+    def handle(self, *args, file, by, inventario, **options):
         user = find_user(by) if by else None
         try:
             # Bytes, not read_text: its universal newlines would turn a note's "\r\n" (a
@@ -33,7 +42,9 @@ class Command(BaseCommand):
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
         try:
-            result = services.servers_import_csv(text=text, acting_user=user)
+            result = services.servers_import_csv(
+                text=text, acting_user=user, from_inventario=inventario
+            )
         except Refused:
             # The only refusal without a preview to match: another import added some of
             # the file's new servers at the same moment (the service's message speaks of a
@@ -42,11 +53,14 @@ class Command(BaseCommand):
                 "Another import added some of these servers at the same time; nothing was "
                 "imported. Run the command again."
             ) from None
+        for line, message in result.skipped:
+            self.stdout.write(f"{file}:{line}: {message}")
         for line, message in result.errors:
             self.stderr.write(f"{file}:{line}: {message}")
+        skipped = f", {len(result.skipped)} skipped (no server)" if inventario else ""
         self.stdout.write(
             f"{result.created} created, {result.updated} updated, "
-            f"{len(result.errors)} lines refused."
+            f"{len(result.errors)} lines refused{skipped}."
         )
         if result.errors:
             raise CommandError(
