@@ -100,6 +100,12 @@ def test_the_documented_query_walks_up_to_the_city_and_the_departamento():
     )
 
 
+def test_a_server_put_on_a_shift_takes_its_schools_name(db, tmp_path):
+    assert inventario_export([(12, "xs-turno.local", None)]).splitlines()[1] == (
+        "12,xs-turno.local,,Escuela Básica 12,Caacupé,Cordillera"
+    )
+
+
 def test_it_creates_the_servers_of_the_export_and_skips_a_school_without_one(db, tmp_path):
     out, err = run(tmp_path, inventario_export(SCHOOL_INFOS))
 
@@ -313,3 +319,24 @@ def test_the_import_is_audited_as_one_event_with_who_ran_it_and_the_renames(db, 
         )
     with translation.override("es"):
         assert second.message.startswith("Servidores escolares importados de Inventario.")
+
+
+def test_a_dry_run_prints_the_plan_and_writes_nothing(db, tmp_path):
+    run(tmp_path, inventario_export(SCHOOL_INFOS))
+    renamed = [(10, "xs-caacupe-12b.local", "190.104.1.12"), *SCHOOL_INFOS[1:]]
+    renamed += [(12, "xs-turno.local", None)]
+    before = list(SchoolServer.objects.order_by("pk").values())
+
+    out, _err = run(tmp_path, inventario_export(renamed), "--dry-run")
+
+    path = tmp_path / "servers.csv"
+    assert out.splitlines() == [
+        f"{path}:2: xs-caacupe-12.local changes: hostname: 'xs-caacupe-12.local' -> "
+        "'xs-caacupe-12b.local'",
+        f"{path}:3: skipped: place 11 (Escuela Básica 4512) has no server_hostname in "
+        "Inventario; a server the portal has for it is left as it is",
+        f"{path}:4: new server xs-turno.local",
+        "Dry run, nothing written: 1 to create, 1 to change, 1 unchanged, 0 lines refused, "
+        "1 skipped.",
+    ]
+    assert list(SchoolServer.objects.order_by("pk").values()) == before

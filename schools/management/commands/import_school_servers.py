@@ -31,9 +31,14 @@ class Command(BaseCommand):
             help="FILE is the output of the query in docs/inventario.md (CSV, or tab-separated "
             "from mysql --batch --raw).",
         )
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Print what importing FILE would do, line by line, and write nothing.",
+        )
 
     @no_translations
-    def handle(self, *args, file, by, inventario, **options):
+    def handle(self, *args, file, by, inventario, dry_run, **options):
         user = find_user(by) if by else None
         try:
             # Bytes, not read_text: its universal newlines would turn a note's "\r\n" (a
@@ -41,6 +46,9 @@ class Command(BaseCommand):
             text = file.read_bytes().decode("utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise CommandError(f"Cannot read {file}: {exc}") from None
+        if dry_run:
+            self._preview(file, services.servers_import_plan(text=text, from_inventario=inventario))
+            return
         try:
             result = services.servers_import_csv(
                 text=text, acting_user=user, from_inventario=inventario
@@ -66,3 +74,25 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{len(result.errors)} lines were refused (see above).", returncode=2
             )
+
+    def _preview(self, file, plan) -> None:
+        """The plan the import would apply: notes and new or changed servers on standard
+        output, refused lines on standard error, in the file's order."""
+        for entry in sorted([*plan.notes, *plan.new, *plan.changed], key=lambda e: e.line):
+            if entry.kind == "note":
+                said = entry.english
+            elif entry.kind == "new":
+                said = f"new server {entry.hostname}"
+            else:
+                changes = "; ".join(
+                    f"{key}: {old!r} -> {new!r}" for key, (old, new) in entry.changes.items()
+                )
+                said = f"{entry.stored['hostname']} changes: {changes}"
+            self.stdout.write(f"{file}:{entry.line}: {said}")
+        for error in plan.errors:
+            self.stderr.write(f"{file}:{error.line}: {error.english}")
+        self.stdout.write(
+            f"Dry run, nothing written: {len(plan.new)} to create, {len(plan.changed)} to "
+            f"change, {len(plan.unchanged)} unchanged, {len(plan.errors)} lines refused, "
+            f"{len(plan.notes)} skipped."
+        )
