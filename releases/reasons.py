@@ -334,6 +334,11 @@ MESSAGES = {
         "lines refused: %(refused)s; switched on: %(activated)s; switched off: "
         "%(deactivated)s."
     ),
+    "servers_imported_inventario": _(
+        "School servers imported from Inventario. Added: %(created)s; updated: %(updated)s; "
+        "host names changed: %(renamed)s; lines refused: %(refused)s; schools without a "
+        "server skipped: %(skipped)s."
+    ),
     # What a school server's report says is wrong (schools.checkin.report_problems).
     "checkin_md5_differs": _(
         "%(build)s: the school server holds a file with md5 %(md5)s, not the published "
@@ -376,6 +381,19 @@ MESSAGES = {
     "servers_csv_too_long": _("%(column)s is longer than %(limit)s characters"),
     "servers_csv_duplicate": _("%(hostname)s already appears on line %(first)s"),
     "servers_csv_control_char": _("%(column)s holds a control character (%(char)s)"),
+    "servers_csv_other_place": _(
+        "%(hostname)s is the server of Inventario place %(place)s on the portal"
+    ),
+    "servers_csv_hostname_taken": _(
+        "cannot rename %(old)s to %(hostname)s: another server has that host name"
+    ),
+    # A file of Inventario's school servers, line by line (schools.inventario).
+    "inventario_place_id": _("place_id %(value)s is not a number"),
+    "inventario_duplicate_place": _("place %(place)s already appears on line %(first)s"),
+    "inventario_no_server": _(
+        "skipped: place %(place)s (%(school)s) has no server_hostname in Inventario; a "
+        "server the portal has for it is left as it is"
+    ),
     "servers_import_stale": _(
         "The school servers changed since this preview was made (someone edited one or "
         "imported a file), so nothing was imported. Check the preview again and confirm."

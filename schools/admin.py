@@ -25,6 +25,7 @@ class SchoolServerAdmin(admin.ModelAdmin):
         "client_version",
         "clock_skew_seconds",
         "last_error",
+        "inventario_place_id",
     ]
     actions = ["new_token"]
 

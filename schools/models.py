@@ -70,6 +70,18 @@ class SchoolServer(models.Model):
     # export and the admin.
     problems = models.JSONField(default=list, blank=True)
 
+    # Inventario (docs/inventario.md): the school's `places.id` there, set by
+    # `import_school_servers --inventario`, which finds the server by it first, so a host
+    # name changed in Inventario renames this row instead of adding another.
+    inventario_place_id = models.PositiveIntegerField(
+        _("Inventario place"),
+        null=True,
+        blank=True,
+        unique=True,
+        editable=False,
+        help_text=_("The school's place id in Inventario, set by its import."),
+    )
+
     objects = SchoolServerQuerySet.as_manager()
 
     class Meta:

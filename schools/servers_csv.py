@@ -9,6 +9,10 @@ gets what an empty cell gives, the model's default.
 `services.servers_import_plan` shows a plan, `services.servers_import_csv` applies one: the
 preview and the import cannot disagree on what a line means.
 
+A file from Inventario (`schools.inventario`) reads into the same `Reading`, each line
+carrying its Inventario place (`inventario_place_id`): `compare` finds its server by that
+place first, then by host name, so a host name changed in Inventario renames the server.
+
 Round trip: a file exported by the overview, read and compared with the rows it was exported
 from, is a plan of unchanged lines (`spreadsheet_safe` and `_from_spreadsheet` undo each
 other)."""
@@ -34,6 +38,8 @@ TRUE_WORDS = {"1", "true", "yes", "si", "sí", "y", "x"}
 FALSE_WORDS = {"0", "false", "no", "n", ""}
 # The fields a line sets, in the order the preview lists its changes.
 FIELDS = ("name", "school", "department", "contact", "address", "active", "notes")
+# What a line from Inventario (`schools.inventario`) also sets: the server's place there.
+PLACE = "inventario_place_id"
 LENGTH_LIMITS = (("name", 100), ("school", 200), ("department", 100), ("contact", 200))
 
 # Control characters (Unicode Cc) a value may hold: tab anywhere, line breaks in the notes
@@ -71,6 +77,13 @@ HINTS = {
     "servers_csv_control_char": _(
         "Retype the value: it holds an invisible character (a NUL, or another control "
         "character) that the file or the spreadsheet put there."
+    ),
+    "servers_csv_other_place": _(
+        "Check the host name in Inventario: two schools cannot share a server. If this "
+        "school took the server over, change it by hand on the portal first."
+    ),
+    "servers_csv_hostname_taken": _(
+        "Another server on the portal has this host name: rename or remove that one first."
     ),
 }
 
@@ -188,6 +201,13 @@ class Reading:
     fatal: bool = False
     # The FIELDS the header names: the only ones the file may change on a stored server.
     columns: tuple = FIELDS
+    # Lines skipped on purpose (LineNote), with their number.
+    notes: list = field(default_factory=list)
+
+    @property
+    def places(self) -> list:
+        """The Inventario places of the good lines (none, for the portal's own CSV)."""
+        return [v[PLACE] for _line, v in self.rows.values() if v.get(PLACE) is not None]
 
 
 def read(text: str) -> Reading:
@@ -237,6 +257,14 @@ def _read_row(reading: Reading, row: dict, line: int) -> None:
 
 
 @dataclass(frozen=True)
+class LineNote(LineError):
+    """Line `line` is skipped on purpose (e.g. a school without a server in Inventario): a
+    remark, not an error."""
+
+    kind = "note"
+
+
+@dataclass(frozen=True)
 class PlannedLine:
     """A good line: a new server (`stored` None), or one the portal has, with `changes`
     {field: (old, new)} (empty: the line says what the portal has already)."""
@@ -261,6 +289,7 @@ class Plan:
     fatal: bool = False
     # The FIELDS the file has no column for: stored servers keep them as they are.
     kept: tuple = ()
+    notes: list = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list:
         return [line for line in self.lines if line.kind == kind]
@@ -310,20 +339,50 @@ class Plan:
 
 def compare(reading: Reading, stored: dict) -> Plan:
     """The plan for `reading` against `stored`, {hostname: {field: value}} of the servers
-    the portal has among the file's host names (as `FIELDS`, values as the rows hold them).
-    A new server takes every field (an absent column as an empty cell); a stored one only
-    those the file has a column for."""
+    the portal has among the file's host names and Inventario places (as `FIELDS`, plus
+    `hostname` and `PLACE`, values as the rows hold them). A new server takes every field
+    (an absent column as an empty cell); a stored one only those the file has a column for.
+
+    A line from Inventario is the server of its place, else the one of its host name (which
+    it then links to the place); its host name is one of the fields it changes. Refused:
+    a host name whose server is linked to another place, and renaming a server to a host
+    name another server has (rename that one first; two servers swapping names included)."""
     kept = tuple(key for key in FIELDS if key not in reading.columns)
     plan = Plan(errors=list(reading.errors), fatal=reading.fatal, kept=kept)
+    plan.notes = list(reading.notes)
     if reading.fatal:
         return plan
+    by_place = {row[PLACE]: row for row in stored.values() if row.get(PLACE) is not None}
     for hostname, (line, values) in reading.rows.items():
-        current = stored.get(hostname)
+        place = values.get(PLACE)
+        current = by_place.get(place) if place is not None else None
+        current = current or stored.get(hostname)
         changes = {}
         if current is not None:
-            values = {key: value for key, value in values.items() if key in reading.columns}
+            if place is not None:
+                error = _place_conflict(line, hostname, place, current, stored)
+                if error:
+                    plan.errors.append(error)
+                    continue
+            columns = (*reading.columns, PLACE)
+            values = {key: value for key, value in values.items() if key in columns}
+            if place is not None:
+                values = {"hostname": hostname, **values}
             changes = {
                 key: (current[key], value) for key, value in values.items() if current[key] != value
             }
         plan.lines.append(PlannedLine(line, hostname, values, current, changes))
+    plan.errors.sort(key=lambda error: error.line)
     return plan
+
+
+def _place_conflict(line: int, hostname: str, place: int, current: dict, stored: dict):
+    """The LineError of an Inventario line whose server `current` cannot become its own, or
+    None."""
+    if current.get(PLACE) not in (None, place):
+        params = {"hostname": hostname, "place": current[PLACE]}
+        return LineError(line, "servers_csv_other_place", params, "server_hostname")
+    if current["hostname"] != hostname and hostname in stored:
+        params = {"hostname": hostname, "old": current["hostname"]}
+        return LineError(line, "servers_csv_hostname_taken", params, "server_hostname")
+    return None

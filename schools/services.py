@@ -19,7 +19,7 @@ from releases.audit import AuditAction, audit
 from releases.models import Build
 from releases.reasons import Refused
 
-from . import servers_csv
+from . import inventario, servers_csv
 from .checkin import refresh_problem
 from .models import (
     HELD_STATUSES,
@@ -450,44 +450,66 @@ class ImportResult:
     updated: int = 0  # lines of servers the portal had, changed or not
     errors: list = field(default_factory=list)  # (line number, message as the code writes it)
     changed: int = 0  # of those, the ones the file really changed
+    skipped: list = field(default_factory=list)  # (line number, note), skipped on purpose
 
 
-def _stored_values(hostnames, *, lock: bool = False) -> dict:
-    """{hostname: {field: value}} of the servers among `hostnames`, as `compare` reads them."""
-    servers = SchoolServer.objects.filter(hostname__in=hostnames)
+def _stored_values(hostnames, *, places=(), lock: bool = False) -> dict:
+    """{hostname: {field: value}} of the servers among `hostnames` or linked to one of the
+    Inventario `places`, as `compare` reads them."""
+    servers = SchoolServer.objects.filter(
+        Q(hostname__in=hostnames) | Q(inventario_place_id__in=places)
+    )
     if lock:
         servers = servers.select_for_update()
-    return {row["hostname"]: row for row in servers.values("pk", "hostname", *servers_csv.FIELDS)}
+    fields = ("pk", "hostname", servers_csv.PLACE, *servers_csv.FIELDS)
+    return {row["hostname"]: row for row in servers.values(*fields)}
 
 
-def servers_import_plan(*, text: str) -> servers_csv.Plan:
-    """What importing `text` would do now, line by line; writes nothing (the preview)."""
-    reading = servers_csv.read(text)
-    return servers_csv.compare(reading, _stored_values(reading.rows))
+def _read(text: str, from_inventario: bool) -> servers_csv.Reading:
+    return inventario.read(text) if from_inventario else servers_csv.read(text)
 
 
-def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> ImportResult:
-    """Create or update servers by hostname. Each bad line is reported with its number and
-    skipped; the good lines are imported together, in one transaction, audited as one
-    event with the counts and every server whose `active` flag the file changed. A file
-    that changes nothing (every line as the portal has it already) is not audited.
+def servers_import_plan(*, text: str, from_inventario: bool = False) -> servers_csv.Plan:
+    """What importing `text` would do now, line by line; writes nothing (the preview).
+    `from_inventario`: the file is the query of docs/inventario.md (`schools.inventario`)."""
+    reading = _read(text, from_inventario)
+    return servers_csv.compare(reading, _stored_values(reading.rows, places=reading.places))
 
-    1. read the file (`servers_csv.read`, the same reading the preview shows);
+
+def servers_import_csv(
+    *, text: str, acting_user=None, expected: str = "", from_inventario: bool = False
+) -> ImportResult:
+    """Create or update servers by hostname (a file from Inventario: by its place there,
+    then by hostname). Each bad line is reported with its number and skipped; the good
+    lines are imported together, in one transaction, audited as one event with the counts
+    and every server whose `active` flag the file changed (or, from Inventario, whose host
+    name it changed). A file that changes nothing (every line as the portal has it
+    already) is not audited.
+
+    1. read the file (`servers_csv.read` or `inventario.read`, the reading the preview
+       shows);
     2. lock the rows it names and compare (`servers_csv.compare`); with `expected`, the
        fingerprint of the plan a person confirmed, refuse (`Refused`) if this one differs;
     3. write the new and changed servers and the audit event. The lock holds only rows
        that exist: if another import (the same preview confirmed twice) added one of the
-       new servers meanwhile, nothing is written and the plan is refused as stale."""
-    reading = servers_csv.read(text)
-    result = ImportResult(errors=[(error.line, error.english) for error in reading.errors])
+       new servers or took one of the new host names meanwhile, nothing is written and
+       the plan is refused as stale."""
+    reading = _read(text, from_inventario)
+    result = ImportResult(
+        errors=[(error.line, error.english) for error in reading.errors],
+        skipped=[(note.line, note.english) for note in reading.notes],
+    )
     if reading.fatal or not reading.rows:
         if expected and expected != servers_csv.compare(reading, {}).fingerprint:
             raise Refused("servers_import_stale")
         return result
     with transaction.atomic():
-        plan = servers_csv.compare(reading, _stored_values(reading.rows, lock=True))
+        stored = _stored_values(reading.rows, places=reading.places, lock=True)
+        plan = servers_csv.compare(reading, stored)
         if expected and expected != plan.fingerprint:
             raise Refused("servers_import_stale")
+        # compare refuses lines too (a host name another Inventario place holds).
+        result.errors = [(error.line, error.english) for error in plan.errors]
         result.created = len(plan.new)
         result.updated = len(plan.lines) - result.created
         result.changed = len(plan.changed)
@@ -496,11 +518,11 @@ def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> Im
                 SchoolServer.objects.bulk_create(
                     [SchoolServer(hostname=line.hostname, **line.values) for line in plan.new]
                 )
+                for line in plan.changed:
+                    changes = {key: new for key, (_old, new) in line.changes.items()}
+                    SchoolServer.objects.filter(pk=line.stored["pk"]).update(**changes)
         except IntegrityError:
             raise Refused("servers_import_stale") from None
-        for line in plan.changed:
-            changes = {key: new for key, (_old, new) in line.changes.items()}
-            SchoolServer.objects.filter(pk=line.stored["pk"]).update(**changes)
         if not plan.writes:
             return result
         active_changes = {
@@ -508,18 +530,30 @@ def servers_import_csv(*, text: str, acting_user=None, expected: str = "") -> Im
             for line in plan.changed
             if "active" in line.changes
         }
+        params = {
+            "created": result.created,
+            "updated": result.updated,
+            "refused": len(result.errors),
+            "activated": sum(new for _old, new in active_changes.values()),
+            "deactivated": sum(not new for _old, new in active_changes.values()),
+            "active_changes": active_changes,
+        }
+        if from_inventario:
+            hostname_changes = {
+                line.changes["hostname"][0]: line.hostname
+                for line in plan.changed
+                if "hostname" in line.changes
+            }
+            params |= {
+                "renamed": len(hostname_changes),
+                "hostname_changes": hostname_changes,
+                "skipped": len(result.skipped),
+            }
         audit(
             action=AuditAction.SERVERS_IMPORT,
             actor=acting_user,
-            code="servers_imported",
-            params={
-                "created": result.created,
-                "updated": result.updated,
-                "refused": len(result.errors),
-                "activated": sum(new for _old, new in active_changes.values()),
-                "deactivated": sum(not new for _old, new in active_changes.values()),
-                "active_changes": active_changes,
-            },
+            code="servers_imported_inventario" if from_inventario else "servers_imported",
+            params=params,
         )
     return result
 
