@@ -123,7 +123,7 @@ def _stolen(value, where, typed):
         return value
     if not typed and isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
         return value.strip().lower() in TRUE_WORDS
-    raise ReportInvalid(f"{where}stolen must be true or false (or 1 or 0)")
+    raise ReportInvalid(f"{where}stolen must be true or false" + ("" if typed else " (or 1 or 0)"))
 
 
 def _vhash(value, where):
