@@ -16,8 +16,9 @@ Run: .venv/bin/python bench/laptops.py [--postgres postgres://postgres@127.0.0.1
 5. Batches of 500 for `--seconds`, the same way; after the first pass over the pool every
    report updates an existing laptop (the daily case), and a tenth of the laptops change
    version on every pass (history rows and their pruning).
-6. Prints reports per second, request latency p50/p95, errors, the CPU gunicorn used, and
-   how many laptops, version changes and day counts the database holds.
+6. Prints reports per second, request latency p50/p95, errors, the CPU gunicorn used, how
+   many laptops, version changes and day counts the database holds, and on PostgreSQL the
+   size of the laptops' table with its indexes per laptop.
 
 Exit status: 0 when the run completed (whatever the figures), 2 on an error, 130 when
 interrupted. It asserts nothing about time; the goal (issue 13) is >= 2,000 reports/s in
@@ -60,8 +61,14 @@ SchoolServer.objects.bulk_create(
 """
 
 COUNT = """
+from django.db import connection
 from schools.models import Laptop, LaptopDay, LaptopVersionChange
-print(Laptop.objects.count(), LaptopVersionChange.objects.count(), LaptopDay.objects.count())
+size = 0
+if connection.vendor == "postgresql":
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_total_relation_size('schools_laptop')")
+        size = cursor.fetchone()[0]
+print(Laptop.objects.count(), LaptopVersionChange.objects.count(), LaptopDay.objects.count(), size)
 """
 
 
@@ -226,8 +233,11 @@ def main() -> int:
             )
             for error in sorted(set(errors))[:5]:
                 print(f"  error: {error}")
-        laptops, changes, days = manage(env, COUNT).strip().splitlines()[-1].split()
+        counts = manage(env, COUNT).strip().splitlines()[-1].split()
+        laptops, changes, days, size = (int(value) for value in counts)
         print(f"stored: {laptops} laptops, {changes} version changes, {days} day counts")
+        if size:
+            print(f"laptops table with its indexes: {size / laptops:.0f} bytes a laptop")
         print(f"load average after: {harness.load_average()}")
         return 0
     except KeyboardInterrupt:

@@ -79,6 +79,8 @@ def server_add(*, server: SchoolServer, acting_user) -> SchoolServer:
     """Save `server`, a new one (the admin's add form), and audit it with its `active`."""
     with transaction.atomic():
         server.save()
+        if server.address:
+            laptop_servers_link(addresses=[server.address])
         audit(
             action=AuditAction.SERVER_EDIT,
             actor=acting_user,
@@ -676,11 +678,13 @@ def _laptop_apply(state, report: Report, servers, now, changes, days) -> dict:
             )
         )
         state["version_since"] = at
-    day = timezone.localdate(at)
+    # The deployment's day (TIME_ZONE), whoever's request this is.
+    zone = timezone.get_default_timezone()
+    day = timezone.localdate(at, zone)
     # A laptop counts once per day, version and server (unless it flips back and forth).
     new_there = (
         state["last_seen_at"] is None
-        or timezone.localdate(state["last_seen_at"]) != day
+        or timezone.localdate(state["last_seen_at"], zone) != day
         or (vhash, server) != (state["vhash"], state["server"])
     )
     laptops, reports = days.get((day, vhash, server or 0), (0, 0))

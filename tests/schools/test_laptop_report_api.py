@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 import pytest
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from portal import roles
 from portal.services import api_token_create
@@ -175,6 +177,21 @@ def test_a_body_over_the_limit_is_refused_with_413(reporter):
     response = post_form(form(laptop="S" * 5000))
     assert response.status_code == 413
     assert stored() == ([], 0, [])
+
+
+def _statements(items) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        assert post_json(items).status_code == 200
+    return len(queries)
+
+
+def test_a_batch_of_500_costs_as_many_queries_as_a_batch_of_5(reporter):
+    post_form(form())  # the password is checked once, then remembered
+
+    small = _statements([item(laptop=f"SHC{n}") for n in range(5)])
+    big = _statements([item(laptop=f"SHC{n}", connected_at="2026-11-29") for n in range(500)])
+
+    assert small == big
 
 
 # --- Who may post ----------------------------------------------------------------------------

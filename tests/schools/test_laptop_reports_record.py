@@ -122,6 +122,17 @@ def test_an_address_matching_no_server_is_kept_and_can_be_matched_later(server):
     assert laptop.server == server
 
 
+def test_a_server_added_later_gets_the_laptops_already_at_its_address(db):
+    record(report(address="192.0.2.9"))
+
+    server = services.server_add(
+        server=SchoolServer(hostname="xs-9.local", school="E9", address="192.0.2.9"),
+        acting_user=None,
+    )
+
+    assert Laptop.objects.get().server == server
+
+
 def test_daily_counts_count_laptops_once_a_day_and_every_report(server):
     record(
         report(serial="SHC1", at=NOON),
