@@ -252,6 +252,14 @@ def test_a_new_password_stops_the_remembered_one_at_once(reporter):
     assert post_form(form(connected_at="2026-11-29T00:00:00"), basic()).status_code == 401
 
 
+def test_a_deactivated_account_is_refused_at_once(reporter):
+    assert post_form(form(), basic()).status_code == 200
+    reporter.is_active = False
+    reporter.save(update_fields=["is_active"])
+
+    assert post_form(form(connected_at="2026-11-29T00:00:00"), basic()).status_code == 401
+
+
 def test_repeated_wrong_passwords_are_throttled(reporter, settings):
     settings.LOGIN_FAILURE_LIMIT = 2
     for _attempt in range(2):
