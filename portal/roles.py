@@ -1,4 +1,4 @@
-"""The three staff roles, as Django groups created by a migration.
+"""The three staff roles, and the machines' one, as Django groups created by migrations.
 
 A superuser counts as holding every role; the four-eyes rules in `releases` still apply.
 """
@@ -7,6 +7,9 @@ UPLOADERS = "uploaders"
 APPROVERS = "approvers"
 COORDINATORS = "coordinators"
 ALL = (UPLOADERS, APPROVERS, COORDINATORS)
+# Accounts that post laptop reports (oatslite, or a relay from Inventario): not staff, and
+# not in ALL; they use HTTP Basic or an API token, never a session (`access.machine_view`).
+REPORTERS = "reporters"
 
 
 def has_role(user, role: str) -> bool:

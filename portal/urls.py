@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/uploads/", releases_api.uploads, name="api_uploads"),
     path("api/uploads/<str:upload_id>/", releases_api.upload, name="api_upload"),
     path("api/schools/checkin/", schools_api.checkin, name="api_schools_checkin"),
+    path("api/laptops/report/", schools_api.laptop_report, name="api_laptops_report"),
     path("schools/", include("schools.urls")),
     # The admin's own login would bypass the throttle: send it to ours (`next` is kept).
     path(

@@ -190,3 +190,90 @@ class RsyncLogPosition(models.Model):
 
     def __str__(self):
         return f"{self.path}@{self.offset}"
+
+
+# --- Laptops ---------------------------------------------------------------------------------
+
+
+class Laptop(models.Model):
+    """One laptop's latest state, from its latest report (Inventario's connection events).
+
+    The version is kept as the report's `vhash`, the contents hash heading an `updates.cfg`
+    entry; which build that is, or "unknown version", is read at display time
+    (`selectors.builds_by_vhash`), so a hash entered after the reports needs no rewrite.
+    The school server is matched by the report's address (`services.laptop_servers_link`
+    redoes it from the kept address)."""
+
+    serial = models.CharField(_("serial number"), max_length=32, unique=True)
+    vhash = models.CharField(_("version hash"), max_length=64, blank=True)
+    address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    server = models.ForeignKey(
+        SchoolServer,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="laptops",
+        help_text=_("The school server whose address the laptop reported from."),
+    )
+    free_space_kib = models.BigIntegerField(_("free space (KiB)"), null=True, blank=True)
+    stolen = models.BooleanField(_("reported stolen"), default=False)
+    # Their times (the report's connected_at), and ours.
+    first_seen_at = models.DateTimeField(_("first seen"))
+    last_seen_at = models.DateTimeField(_("last seen"))
+    version_since = models.DateTimeField(_("on this version since"))
+    received_at = models.DateTimeField(_("last report received"))
+
+    class Meta:
+        verbose_name = _("laptop")
+        verbose_name_plural = _("laptops")
+        indexes = [
+            models.Index(fields=["vhash", "last_seen_at"]),
+            models.Index(fields=["last_seen_at"]),
+        ]
+
+    def __str__(self):
+        return self.serial
+
+
+class LaptopVersionChange(models.Model):
+    """A moment a laptop's version changed; the newest LAPTOP_HISTORY per laptop are kept."""
+
+    laptop = models.ForeignKey(Laptop, on_delete=models.CASCADE, related_name="version_changes")
+    at = models.DateTimeField(_("when"), help_text=_("The report's time (connected_at)."))
+    received_at = models.DateTimeField()
+    vhash = models.CharField(max_length=64, blank=True)
+    previous_vhash = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["laptop", "-at"]),
+            models.Index(fields=["vhash", "at"]),
+        ]
+
+    def __str__(self):
+        return f"{self.laptop_id} {self.at:%Y-%m-%d} {self.previous_vhash[:8]}→{self.vhash[:8]}"
+
+
+class LaptopDay(models.Model):
+    """How many laptops reported on one day (TIME_ZONE) with one version from one school
+    server, and how many reports they sent: the history the funnel draws, one row per
+    (day, version, server) however many reports."""
+
+    day = models.DateField()
+    vhash = models.CharField(max_length=64, blank=True)
+    # Not a foreign key: counts are history and outlive a server's row (0: no server).
+    server_key = models.PositiveIntegerField(
+        default=0, help_text=_("The matched school server's id, 0 when none matched.")
+    )
+    laptops = models.PositiveIntegerField(default=0)
+    reports = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "vhash", "server_key"], name="one_count_per_day_version_server"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.day} {self.vhash[:8]} {self.server_key}: {self.laptops}"

@@ -6,12 +6,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from portal.humanize import percent
 from releases.audit import AuditAction
-from releases.models import AuditEvent, BuildStatus
+from releases.models import AuditEvent, Build, BuildStatus
 
 from .models import HELD_STATUSES, SchoolServer, SyncState
 
@@ -189,3 +190,19 @@ def coverage_shares(build_ids) -> dict:
         .values_list("build_id", "n")
     )
     return {pk: held.get(pk, 0) / totals["servers"] for pk in build_ids}
+
+
+# --- Laptops ---------------------------------------------------------------------------------
+
+UNKNOWN_VERSION = _("unknown version")
+
+
+def builds_by_vhash(vhashes) -> dict:
+    """{vhash: build} of the builds whose contents hash is one of `vhashes` (laptops report
+    it in lower case), in one query. A vhash it leaves out is an unknown version
+    (UNKNOWN_VERSION): a build the portal does not have, or whose hash nobody entered yet."""
+    wanted = {vhash.lower() for vhash in vhashes if vhash}
+    if not wanted:
+        return {}
+    builds = Build.objects.annotate(vhash=Lower("contents_hash")).filter(vhash__in=wanted)
+    return {build.vhash: build for build in builds}

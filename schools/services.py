@@ -1,5 +1,6 @@
 """Every write about school servers: their rows (admin edits, CSV import, report tokens),
-and what they hold, from check-ins and from the mothership's rsyncd log.
+and what they hold, from check-ins and from the mothership's rsyncd log; and their laptops'
+reports.
 
 Callers authorise (the admin and the commands for people's writes, `checkin`'s token for a
 server's reports); these functions assume they did. The writes people make (a token, an
@@ -11,8 +12,8 @@ import itertools
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import Case, DateTimeField, Q, Subquery, Value, When
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, DateTimeField, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from releases.audit import AuditAction, audit
@@ -21,9 +22,13 @@ from releases.reasons import Refused
 
 from . import inventario, servers_csv
 from .checkin import refresh_problem
+from .laptop_reports import Report
 from .models import (
     HELD_STATUSES,
     CheckIn,
+    Laptop,
+    LaptopDay,
+    LaptopVersionChange,
     RsyncLogPosition,
     SchoolServer,
     SyncState,
@@ -74,6 +79,8 @@ def server_add(*, server: SchoolServer, acting_user) -> SchoolServer:
     """Save `server`, a new one (the admin's add form), and audit it with its `active`."""
     with transaction.atomic():
         server.save()
+        if server.address:
+            laptop_servers_link(addresses=[server.address])
         audit(
             action=AuditAction.SERVER_EDIT,
             actor=acting_user,
@@ -106,6 +113,8 @@ def server_update(*, server: SchoolServer, acting_user, changes: dict) -> dict:
         if not changed:
             return {}
         server.save(update_fields=list(changed))
+        if "address" in changed:
+            laptop_servers_link(addresses=[a for a in changed["address"] if a])
         audit(
             action=AuditAction.SERVER_EDIT,
             actor=acting_user,
@@ -583,3 +592,262 @@ def rsync_log_follow(*, path=None, max_rounds: int = 20) -> int:
             break
         position = new_position
     return recorded
+
+
+# --- Laptop reports --------------------------------------------------------------------------
+
+# Version changes kept per laptop.
+LAPTOP_HISTORY = 10
+
+
+@dataclass
+class LaptopReportsResult:
+    received: int = 0
+    stored: int = 0  # newer than the laptop's last report: applied
+    repeats: int = 0  # the same as, or older than, the laptop's last report: ignored
+
+
+# What the ingestion reads and writes of a laptop.
+LAPTOP_FIELDS = (
+    "serial",
+    "vhash",
+    "address",
+    "server",
+    "free_space_kib",
+    "stolen",
+    "first_seen_at",
+    "last_seen_at",
+    "version_since",
+    "received_at",
+)
+
+
+def laptop_reports_record(*, reports: list[Report], received_at=None) -> LaptopReportsResult:
+    """Apply validated laptop reports (one, or a batch) and tell how many were news.
+
+    The rule for repeats, which keeps no row per report: a report is news only when it is
+    newer than its laptop's last report (`connected_at` > `last_seen_at`). The same
+    (serial, connected_at) again, or anything older, is a repeat: ignored, answered as a
+    success. Reports are applied in time order within a call, so a batch or a CSV file may
+    hold a laptop's reports in any order; an older report arriving in a later call is
+    dropped, which costs at most a version change or a day's count, never the latest state.
+    A missing `vhash`, `ip_address` or `free_space` keeps what the laptop said before.
+
+    Whatever the number of reports, a fixed number of statements (chunked only past the
+    database's parameter limit, thousands of rows):
+    1. read the laptops they name, locked, and the servers at their addresses (2 queries);
+    2. apply the reports in Python: the latest state, the version changes, the day counts;
+    3. upsert the laptops (only where the report is still newer, so a concurrent request
+       never moves a laptop back), returning their ids;
+    4. insert the version changes and keep the newest LAPTOP_HISTORY per laptop (2);
+    5. add to the day counts (an upsert that adds, so concurrent batches both count)."""
+    now = received_at or timezone.now()
+    result = LaptopReportsResult(received=len(reports))
+    ordered, seen = [], set()
+    for report in sorted(reports, key=lambda r: (r.serial, r.connected_at)):
+        if (report.serial, report.connected_at) in seen:
+            result.repeats += 1
+        else:
+            seen.add((report.serial, report.connected_at))
+            ordered.append(report)
+    if not ordered:
+        return result
+    with transaction.atomic():
+        stored = {
+            row["serial"]: row
+            for row in Laptop.objects.select_for_update()
+            .filter(serial__in={r.serial for r in ordered})
+            .order_by("serial")
+            .values("pk", *LAPTOP_FIELDS)
+        }
+        servers = _servers_at({r.address for r in ordered if r.address})
+        states, changes, days = {}, [], {}
+        for report in ordered:
+            state = states.get(report.serial) or stored.get(report.serial)
+            if state is not None and report.connected_at <= state["last_seen_at"]:
+                result.repeats += 1
+                continue
+            result.stored += 1
+            state = _laptop_apply(state, report, servers, now, changes, days)
+            states[report.serial] = state
+        if not states:
+            return result
+        ids = _laptops_save(list(states.values()))
+        if changes:
+            _insert(
+                LaptopVersionChange,
+                [{**change, "laptop": ids[serial]} for serial, change in changes if serial in ids],
+            )
+            _history_prune({ids[serial] for serial, _change in changes if serial in ids})
+        _upsert(
+            LaptopDay,
+            [
+                {"day": day, "vhash": vhash, "server_key": server, "laptops": n, "reports": r}
+                for (day, vhash, server), (n, r) in sorted(days.items())
+            ],
+            conflict=["day", "vhash", "server_key"],
+            update={
+                "laptops": "{t}.laptops + excluded.laptops",
+                "reports": "{t}.reports + excluded.reports",
+            },
+        )
+    return result
+
+
+def _laptop_apply(state, report: Report, servers, now, changes, days) -> dict:
+    """The laptop's state after `report` (newer than `state`, None for a new laptop); adds
+    its version change to `changes` and its counts to `days`."""
+    at = report.connected_at
+    if state is None:
+        state = {"serial": report.serial, "first_seen_at": at, "version_since": at, "vhash": ""}
+        state |= {"address": None, "server": None, "free_space_kib": None, "last_seen_at": None}
+    vhash = report.vhash or state["vhash"]
+    address = report.address or state["address"]
+    server = servers.get(address) if report.address else state["server"]
+    if state["last_seen_at"] is not None and vhash != state["vhash"]:
+        changes.append(
+            (
+                report.serial,
+                {"at": at, "received_at": now, "vhash": vhash, "previous_vhash": state["vhash"]},
+            )
+        )
+        state["version_since"] = at
+    # The deployment's day (TIME_ZONE), whoever's request this is.
+    zone = timezone.get_default_timezone()
+    day = timezone.localdate(at, zone)
+    # A laptop counts once per day, version and server (unless it flips back and forth).
+    new_there = (
+        state["last_seen_at"] is None
+        or timezone.localdate(state["last_seen_at"], zone) != day
+        or (vhash, server) != (state["vhash"], state["server"])
+    )
+    laptops, reports = days.get((day, vhash, server or 0), (0, 0))
+    days[day, vhash, server or 0] = (laptops + new_there, reports + 1)
+    free_space = state["free_space_kib"] if report.free_space_kib is None else report.free_space_kib
+    return state | {
+        "vhash": vhash,
+        "address": address,
+        "server": server,
+        "free_space_kib": free_space,
+        "stolen": report.stolen,
+        "last_seen_at": at,
+        "received_at": now,
+    }
+
+
+def _servers_at(addresses) -> dict:
+    """{address: server pk} of the school servers at `addresses`. Several servers at one
+    address (one NAT): an active one first, then by hostname."""
+    if not addresses:
+        return {}
+    rows = (
+        SchoolServer.objects.filter(address__in=addresses)
+        .order_by("-active", "hostname")
+        .values_list("address", "pk")
+    )
+    found = {}
+    for address, pk in rows:
+        found.setdefault(address, pk)
+    return found
+
+
+def laptop_servers_link(*, addresses=None) -> int:
+    """Match laptops to school servers again from the address they last reported from (all
+    laptops, or those at `addresses`), after a server's address changed; one UPDATE. The
+    day counts already written keep the server they were counted under."""
+    match = (
+        SchoolServer.objects.filter(address=OuterRef("address"))
+        .order_by("-active", "hostname")
+        .values("pk")[:1]
+    )
+    laptops = Laptop.objects.exclude(address=None)
+    if addresses is not None:
+        laptops = laptops.filter(address__in=addresses)
+    return laptops.update(server=Subquery(match))
+
+
+def _laptops_save(states: list) -> dict:
+    """Upsert whole laptop states; {serial: pk} of the rows written."""
+    rows = [{name: state[name] for name in LAPTOP_FIELDS} for state in states]
+    kept = [name for name in LAPTOP_FIELDS if name not in ("serial", "first_seen_at")]
+    column = {name: Laptop._meta.get_field(name).column for name in kept}
+    returned = _upsert(
+        Laptop,
+        rows,
+        conflict=["serial"],
+        update={column[name]: f"excluded.{column[name]}" for name in kept},
+        where="excluded.last_seen_at > {t}.last_seen_at",
+        returning=["serial", "id"],
+    )
+    return dict(returned)
+
+
+def _history_prune(laptop_ids) -> None:
+    """Keep the newest LAPTOP_HISTORY version changes of each of `laptop_ids`, in one DELETE."""
+    table = connection.ops.quote_name(LaptopVersionChange._meta.db_table)
+    ids = sorted(laptop_ids)
+    marks = ", ".join(["%s"] * len(ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE id IN (SELECT id FROM ("  # noqa: S608 - our names
+            "SELECT id, ROW_NUMBER() OVER (PARTITION BY laptop_id ORDER BY at DESC, id DESC) AS n"
+            f" FROM {table} WHERE laptop_id IN ({marks})) ranked WHERE n > %s)",
+            [*ids, LAPTOP_HISTORY],
+        )
+
+
+def _max_params() -> int:
+    """Parameters one statement may carry: PostgreSQL's protocol limit, or the limit this
+    SQLite library was built with (32,766 since 3.32; Django assumes 999)."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        connection.ensure_connection()
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return 65535
+
+
+def _insert(model, rows: list[dict]) -> None:
+    _upsert(model, rows)
+
+
+def _upsert(model, rows: list[dict], *, conflict=(), update=None, where="", returning=()):
+    """INSERT rows ({field name: value}, the same names in each) in as few statements as the
+    parameter limit allows, with `ON CONFLICT (conflict) DO UPDATE SET column = sql [WHERE
+    where]` when `conflict` is given: the same SQL on SQLite (3.35+) and PostgreSQL, which
+    Django's bulk_create cannot write (it neither adds to a stored value nor updates on a
+    condition, and splits every 999 parameters on SQLite). In `update` and `where`, `{t}`
+    is the stored row and `excluded` the new one. Returns the `returning` columns' rows."""
+    if not rows:
+        return []
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    fields = [model._meta.get_field(name) for name in rows[0]]
+    columns = ", ".join(quote(field.column) for field in fields)
+    sql_tail = ""
+    if conflict:
+        target = ", ".join(quote(model._meta.get_field(name).column) for name in conflict)
+        sets = ", ".join(f"{quote(col)} = {sql.format(t=table)}" for col, sql in update.items())
+        sql_tail = f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+        if where:
+            sql_tail += f" WHERE {where.format(t=table)}"
+    if returning:
+        sql_tail += " RETURNING " + ", ".join(quote(name) for name in returning)
+    per_statement = max(1, _max_params() // len(fields))
+    one_row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    found = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), per_statement):
+            chunk = rows[start : start + per_statement]
+            params = [
+                field.get_db_prep_save(row[field.name], connection)
+                for row in chunk
+                for field in fields
+            ]
+            values = ", ".join([one_row] * len(chunk))
+            # Names come from our models, values are parameters.
+            statement = f"INSERT INTO {table} ({columns}) VALUES {values}{sql_tail}"  # noqa: S608
+            cursor.execute(statement, params)
+            if returning:
+                found += cursor.fetchall()
+    return found

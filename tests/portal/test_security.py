@@ -134,6 +134,9 @@ ACCESS = {
     "api/uploads/<str:upload_id>/": {"GET": same("401"), "POST": same("401")},
     # School servers authenticate with their own bearer token, never a session.
     "api/schools/checkin/": {"GET": same("405"), "POST": same("401")},
+    # Laptop reports: HTTP Basic or an API token of a reporter, never a session
+    # (tests/schools/test_laptop_report_api.py walks the reporters' side).
+    "api/laptops/report/": {"GET": same("405"), "POST": same("401")},
     "schools/": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/client/": {"GET": page(EVERYONE), "POST": page(None)},
     "schools/client/xs-sync-report": {"GET": page(EVERYONE), "POST": page(None)},
