@@ -534,6 +534,12 @@ def servers_import_csv(
             raise Refused("servers_import_stale") from None
         if not plan.writes:
             return result
+        # Laptops reporting from an address a server now has (or no longer has) move with it.
+        addresses = {line.values.get("address") for line in plan.new} | {
+            address for line in plan.changed for address in line.changes.get("address", ())
+        }
+        if addresses - {None, ""}:
+            laptop_servers_link(addresses=[a for a in addresses if a])
         active_changes = {
             line.hostname: list(line.changes["active"])
             for line in plan.changed

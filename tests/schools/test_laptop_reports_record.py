@@ -185,3 +185,18 @@ def test_a_batch_costs_the_same_few_statements_whatever_its_size(server):
     assert big_changed <= 8, (big_new, big_changed)
     assert LaptopVersionChange.objects.count() == 500
     assert Laptop.objects.filter(vhash=V2, server=server).count() == 125
+
+
+def test_an_imported_server_address_takes_the_laptops_reporting_from_it(cast):
+    record(report(address="10.9.9.9"))
+    assert Laptop.objects.get().server is None
+
+    services.servers_import_csv(
+        text="hostname,school,address\nxs-9.local,E9,10.9.9.9\n", acting_user=cast.dave
+    )
+
+    assert Laptop.objects.get().server.hostname == "xs-9.local"
+    services.servers_import_csv(
+        text="hostname,school,address\nxs-9.local,E9,10.9.9.8\n", acting_user=cast.dave
+    )
+    assert Laptop.objects.get().server is None
