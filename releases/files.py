@@ -49,3 +49,13 @@ def write_atomically(path: Path, text: str | None) -> None:
                 os.unlink(tmp)
             raise
     fsync_dir(folder)
+
+
+def os_errno(exc: OSError) -> int | None:
+    """The error number of `exc`; OSError(errno.ENOSPC) built with a single argument (as
+    tests and some libraries raise it) leaves .errno unset."""
+    if exc.errno is not None:
+        return exc.errno
+    if len(exc.args) == 1 and isinstance(exc.args[0], int):
+        return exc.args[0]
+    return None

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .files import fsync_dir as _fsync_dir
 from .files import fsync_file as _fsync_file
+from .files import os_errno as _errno
 from .reasons import Refused
 
 CHUNK_SIZE = 1024 * 1024
@@ -344,15 +345,6 @@ def _check_basename(basename: str) -> None:
     # These names are joined onto the shared folder: a separator would write outside it.
     if not basename or basename in (".", "..") or "/" in basename or "\0" in basename:
         raise ValueError(f"not a file name: {basename!r}")
-
-
-def _errno(exc: OSError) -> int | None:
-    # OSError(errno.ENOSPC) built with a single argument leaves .errno unset.
-    if exc.errno is not None:
-        return exc.errno
-    if len(exc.args) == 1 and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None
 
 
 def _rejection(exc: OSError, dest_dir: Path, needed: int) -> Refused:

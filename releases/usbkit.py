@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .files import fsync_dir
+from .files import os_errno as _errno
 from .reasons import Refused
 
 FOLDER = "xs-xobuilds"
@@ -364,14 +365,6 @@ def _copy(data: KitFile | bytes, tmp: Path) -> str:
 
 def _read_back(path: Path) -> str:
     return file_digests(path, "sha1")[1]["sha1"]
-
-
-def _errno(exc: OSError) -> int | None:
-    if exc.errno is not None:
-        return exc.errno
-    if len(exc.args) == 1 and isinstance(exc.args[0], int):
-        return exc.args[0]
-    return None
 
 
 def _refusal(exc: OSError, dest: Path, kit: Kit) -> Refused:
