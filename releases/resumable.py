@@ -57,8 +57,9 @@ def upload_start(
     1. The name must be a build archive's and the size within MAX_BUILD_BYTES.
     2. An upload of the same user, name and size whose first chunk has the same sha256 (or
        that holds nothing yet) is resumed.
-    3. Otherwise a new one starts, if the user has fewer than UPLOAD_RESUME_MAX_OPEN and the
-       disk has room for the whole file.
+    3. Otherwise a new one starts. At UPLOAD_RESUME_MAX_OPEN, the user's upload left alone
+       longest (over EVICT_IDLE_AFTER) gives way, or the start is refused. The disk must
+       have room for the whole file besides what every unfinished upload still needs.
     """
     filename = os.path.basename(filename or "")
     if (
