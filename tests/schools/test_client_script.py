@@ -69,7 +69,7 @@ def copy_published(build, pub: Path):
 def xs(tmp_path):
     """An XS-rsync folder holding builds the portal does not know, plus junk."""
     root = tmp_path / "xs-rsync"
-    pub = root / "pub"
+    pub = root / "xobuilds-packed"
     pub.mkdir(parents=True)
     sums = {
         # CRLF in .name and an upper-case .md5 file: still the same build, still verified.
@@ -80,7 +80,7 @@ def xs(tmp_path):
     (pub / "py900-1-tree.tar.bz2.md5").write_text(
         f"{sums['py900-1'].upper()}  py900-1-tree.tar.bz2\n"
     )
-    # Only a .name: XS-rsync already unpacked it and dropped the tarball.
+    # Only a .name: xs-refresh-xobuilds skips it (no tarball beside it), so nothing is reported.
     (pub / "py900-3.name").write_text("py900-3\n")
     # Junk: not a build, a .name whose content is not a build name, an empty .name.
     (pub / "README.txt").write_text("nothing to see\n")
@@ -145,7 +145,6 @@ def test_it_reports_what_the_school_server_holds_and_the_portal_records_it(
         ),
         "py900-1": (SyncStatus.VERIFIED, None, sums["py900-1"]),
         "py900-2": (SyncStatus.PRESENT, None, sums["py900-2"]),
-        "py900-3": (SyncStatus.PRESENT, None, ""),
     }
     server.refresh_from_db()
     assert server.last_report_at is not None
@@ -181,9 +180,9 @@ def test_it_prints_a_report_the_portal_accepts_with_dry_run(xs, tmp_path):
     assert report["builds"] == [
         {"name": "py900-1", "md5": sums["py900-1"], "verified": True},
         {"name": "py900-2", "md5": sums["py900-2"], "verified": False},
-        {"name": "py900-3"},
     ]
     assert report["last_refresh_status"] == 7
+    assert "XS-rsync does not serve py900-3" in result.stderr
     assert report["disk_free_bytes"] > 0
     assert report["clock"].tzinfo is not None
     assert report["client_version"] == "1"
@@ -204,7 +203,6 @@ def test_it_reports_names_only_when_verification_is_off(xs):
     assert parse_checkin(result.stdout.encode())["builds"] == [
         {"name": "py900-1"},
         {"name": "py900-2"},
-        {"name": "py900-3"},
     ]
 
 
@@ -390,7 +388,9 @@ def test_it_never_puts_the_token_on_a_command_line(live_server, school_server, x
     assert token not in calls
     assert "-H @" in calls  # the header came from a file...
     assert list(temp.iterdir()) == []  # ...which is gone
-    assert SyncState.objects.filter(server=server).count() == 3
+    assert (
+        SyncState.objects.filter(server=server).count() == 2
+    )  # py900-1 and py900-2 (py900-3 has no tarball)
     # The trace (`sh -x`) shows the token only in shell builtins, which start no process.
     traced = [line for line in result.stderr.splitlines() if token in line]
     assert traced
