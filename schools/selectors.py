@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
+from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Sum, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +14,8 @@ from portal.humanize import percent
 from releases.audit import AuditAction
 from releases.models import AuditEvent, Build, BuildStatus
 
-from .models import HELD_STATUSES, SchoolServer, SyncState
+from . import funnel
+from .models import HELD_STATUSES, Laptop, LaptopDay, SchoolServer, SyncState
 
 MISSING_SHOWN = 200
 
@@ -206,3 +207,138 @@ def builds_by_vhash(vhashes) -> dict:
         return {}
     builds = Build.objects.annotate(vhash=Lower("contents_hash")).filter(vhash__in=wanted)
     return {build.vhash: build for build in builds}
+
+
+def active_since(now=None):
+    """Laptops seen since this moment are active (LAPTOP_ACTIVE_DAYS)."""
+    return (now or timezone.now()) - timedelta(days=settings.LAPTOP_ACTIVE_DAYS)
+
+
+def _vhash(build) -> str:
+    return (build.contents_hash or "").lower() if build is not None else ""
+
+
+@dataclass(frozen=True)
+class LaptopFunnel:
+    """A build's last step of the funnel: the active laptops running it, in all, per
+    department and per school server (laggards first), and the days to 50 % and 90 %."""
+
+    vhash: str
+    total: funnel.Count
+    departments: list
+    servers: list
+    offered_at: object  # datetime | None: when it was first offered in updates.cfg
+    series: list  # [(day, share of the laptops reporting that day)]
+    days_to: dict  # {target: days | None}
+    cost_bytes: int | None  # the update's laptop cost, when known
+
+
+def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> LaptopFunnel:
+    """Counted by the database in two GROUP BY queries whatever the number of laptops:
+    1. the active laptops per school server (running the build, short of space);
+    2. the laptops reporting per day since publication (LaptopDay), running it or not."""
+    now = now or timezone.now()
+    vhash = _vhash(build)
+    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
+    aggregates = {"active": Count("pk"), "running": Count("pk", filter=running)}
+    if cost_bytes is not None:
+        below = Q(free_space_kib__lt=funnel.kib_below(cost_bytes))
+        aggregates["short"] = Count("pk", filter=below)
+    rows = (
+        Laptop.objects.filter(last_seen_at__gte=active_since(now))
+        .values("server__hostname", "server__school", "server__department")
+        .annotate(**aggregates)
+        .order_by()
+    )
+    counts = [
+        funnel.Count(
+            label=row["server__school"] or row["server__hostname"] or "",
+            key=row["server__hostname"] or "",
+            active=row["active"],
+            running=row["running"],
+            short=row.get("short"),
+        )
+        for row in rows
+    ]
+    departments_of = {row["server__hostname"]: row["server__department"] or "" for row in rows}
+    start = timezone.localdate(build.published_at or build.created_at)
+    days = (
+        LaptopDay.objects.filter(day__gte=start)
+        .values("day")
+        .annotate(
+            seen=Sum("laptops"),
+            running=Sum("laptops", filter=Q(vhash=vhash) if vhash else Q(pk__in=[])),
+        )
+        .order_by("day")
+    )
+    series = funnel.daily_shares([(d["day"], d["running"] or 0, d["seen"]) for d in days])
+    since = timezone.localdate(offered_at) if offered_at else None
+    return LaptopFunnel(
+        vhash=vhash,
+        total=funnel.totals("", counts),
+        departments=funnel.grouped(counts, lambda c: departments_of.get(c.key) or ""),
+        servers=funnel.laggards_first([c for c in counts if c.key]),
+        offered_at=offered_at,
+        series=series,
+        days_to={
+            target: funnel.days_to_share(series, since=since, target=target)
+            for target in funnel.TARGETS
+        },
+        cost_bytes=cost_bytes,
+    )
+
+
+def laptops_per_server(server_ids, build, *, now=None) -> dict:
+    """{server id: (laptops running `build`, active laptops)} in one GROUP BY query."""
+    vhash = _vhash(build)
+    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
+    rows = (
+        Laptop.objects.filter(server_id__in=list(server_ids), last_seen_at__gte=active_since(now))
+        .values("server_id")
+        .annotate(active=Count("pk"), running=Count("pk", filter=running))
+        .order_by()
+    )
+    return {row["server_id"]: (row["running"], row["active"]) for row in rows}
+
+
+@dataclass(frozen=True)
+class LaptopVersion:
+    vhash: str
+    build: object  # Build | None: None is an unknown version
+    laptops: int
+    active: int
+
+
+def server_laptop_versions(server, *, now=None) -> list[LaptopVersion]:
+    """The versions `server`'s laptops run, most laptops first, with the builds they are
+    (two queries: one GROUP BY, one for the builds)."""
+    rows = list(
+        Laptop.objects.filter(server=server)
+        .values("vhash")
+        .annotate(
+            laptops=Count("pk"), active=Count("pk", filter=Q(last_seen_at__gte=active_since(now)))
+        )
+        .order_by("-laptops", "vhash")
+    )
+    builds = builds_by_vhash(row["vhash"] for row in rows)
+    return [
+        LaptopVersion(
+            vhash=row["vhash"],
+            build=builds.get(row["vhash"].lower()),
+            laptops=row["laptops"],
+            active=row["active"],
+        )
+        for row in rows
+    ]
+
+
+def first_offered_at(build):
+    """When `build` was first offered in updates.cfg (its audit trail), or None."""
+    return (
+        AuditEvent.objects.filter(
+            build=build, action=AuditAction.STATUS, to_status=BuildStatus.OFFERED
+        )
+        .order_by("at", "pk")
+        .values_list("at", flat=True)
+        .first()
+    )
