@@ -288,7 +288,7 @@ def build_coverage(request, name):
     cost = _laptop_cost(build)
     laptops = selectors.laptop_funnel(build, cost_bytes=cost, offered_at=offered_at)
     laptop_chart = charts.share_chart(
-        [(_noon(day), share) for day, share in laptops.series],
+        [(_day_start(day), share) for day, share in laptops.series],
         marks=[(offered_at, _("Offered"))] if offered_at else [],
         threshold=(0.9, percent(0.9)),
     )
@@ -315,9 +315,10 @@ def _laptop_cost(build) -> int | None:
     return diff["laptop_cost_bytes"] if diff else None
 
 
-def _noon(day):
-    # A day's count drawn at its middle, in the deployment's time zone.
-    return timezone.make_aware(datetime.combine(day, time(12)))
+def _day_start(day):
+    # A day's count drawn at its start (the deployment's midnight), so the moment it was
+    # offered, during its first day, falls inside the chart.
+    return timezone.make_aware(datetime.combine(day, time()))
 
 
 @require_GET

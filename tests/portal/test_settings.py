@@ -38,6 +38,8 @@ REFUSED = [
     ("LARGE_UPDATE_SHARE", "0"),
     ("LARGE_UPDATE_SHARE", "1.5"),
     ("DJANGO_EMAIL_TIMEOUT", "0"),
+    ("LAPTOP_ACTIVE_DAYS", "0"),
+    ("LAPTOP_ACTIVE_DAYS", "a month"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]
