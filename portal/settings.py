@@ -384,6 +384,9 @@ if LAPTOP_ACTIVE_DAYS > 3660:
     raise ImproperlyConfigured(
         f"LAPTOP_ACTIVE_DAYS must be at most 3660 days, not {LAPTOP_ACTIVE_DAYS}"
     )
+# The funnel's laptop counts read every active laptop (a million, nationally): they are
+# kept this long, so the page is counted once per worker every few minutes (0: never kept).
+LAPTOP_FUNNEL_CACHE_SECONDS = _positive_int("LAPTOP_FUNNEL_CACHE_SECONDS", 300, minimum=0)
 # Resumable uploads (the upload page and the API send the archive in chunks): an upload
 # nobody has added to for UPLOAD_RESUME_TTL is removed with what it held.
 UPLOAD_RESUME_TTL = _duration("UPLOAD_RESUME_TTL", "24h")

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Sum, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -231,47 +232,34 @@ class LaptopFunnel:
     series: list  # [(day, share of the laptops reporting that day)]
     days_to: dict  # {target: days | None}
     cost_bytes: int | None  # the update's laptop cost, when known
+    counted_at: object = None  # datetime: when the database counted them
 
 
 def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> LaptopFunnel:
-    """Counted by the database in two GROUP BY queries whatever the number of laptops:
-    1. the active laptops per school server (running the build, short of space);
-    2. the laptops reporting per day since publication (LaptopDay), running it or not."""
+    """The laptops' step of `build`'s funnel (`_laptop_counts`, kept for
+    LAPTOP_FUNNEL_CACHE_SECONDS) with the arithmetic of `funnel` applied."""
     now = now or timezone.now()
     vhash = _vhash(build)
-    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
-    aggregates = {"active": Count("pk"), "running": Count("pk", filter=running)}
-    if cost_bytes is not None:
-        below = Q(free_space_kib__lt=funnel.kib_below(cost_bytes))
-        aggregates["short"] = Count("pk", filter=below)
-    rows = (
-        Laptop.objects.filter(last_seen_at__gte=active_since(now))
-        .values("server__hostname", "server__school", "server__department")
-        .annotate(**aggregates)
-        .order_by()
-    )
+    start = timezone.localdate(build.published_at or build.created_at)
+    key = f"laptop-funnel:1:{build.pk}:{vhash}:{start}:{cost_bytes}:{settings.LAPTOP_ACTIVE_DAYS}"
+    counted = cache.get(key) if settings.LAPTOP_FUNNEL_CACHE_SECONDS else None
+    if counted is None:
+        counted = _laptop_counts(vhash, start=start, now=now, cost_bytes=cost_bytes)
+        if settings.LAPTOP_FUNNEL_CACHE_SECONDS:
+            cache.set(key, counted, settings.LAPTOP_FUNNEL_CACHE_SECONDS)
+    servers, days = counted["servers"], counted["days"]
     counts = [
         funnel.Count(
-            label=row["server__school"] or row["server__hostname"] or "",
-            key=row["server__hostname"] or "",
-            active=row["active"],
-            running=row["running"],
-            short=row.get("short"),
+            label=servers[pk][1] or servers[pk][0] if pk in servers else "",
+            key=servers[pk][0] if pk in servers else "",
+            active=active,
+            running=running,
+            short=short,
         )
-        for row in rows
+        for pk, active, running, short in counted["rows"]
     ]
-    departments_of = {row["server__hostname"]: row["server__department"] or "" for row in rows}
-    start = timezone.localdate(build.published_at or build.created_at)
-    days = (
-        LaptopDay.objects.filter(day__gte=start)
-        .values("day")
-        .annotate(
-            seen=Sum("laptops"),
-            running=Sum("laptops", filter=Q(vhash=vhash) if vhash else Q(pk__in=[])),
-        )
-        .order_by("day")
-    )
-    series = funnel.daily_shares([(d["day"], d["running"] or 0, d["seen"]) for d in days])
+    departments_of = {hostname: department for hostname, _school, department in servers.values()}
+    series = funnel.daily_shares(days)
     since = timezone.localdate(offered_at) if offered_at else None
     return LaptopFunnel(
         vhash=vhash,
@@ -285,7 +273,43 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
             for target in funnel.TARGETS
         },
         cost_bytes=cost_bytes,
+        counted_at=counted["at"],
     )
+
+
+def _laptop_counts(vhash, *, start, now, cost_bytes) -> dict:
+    """Counted by the database in three queries whatever the number of laptops:
+    1. the active laptops per school server id, running `vhash`, short of space (GROUP BY
+       the id alone: joining the servers' names into a million-row GROUP BY doubled it);
+    2. every server's host name, school and department;
+    3. the laptops reporting per day since `start` (LaptopDay), running `vhash` or not."""
+    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
+    aggregates = {"active": Count("pk"), "running": Count("pk", filter=running)}
+    if cost_bytes is not None:
+        aggregates["short"] = Count("pk", filter=Q(free_space_kib__lt=funnel.kib_below(cost_bytes)))
+    rows = (
+        Laptop.objects.filter(last_seen_at__gte=active_since(now))
+        .values("server_id")
+        .annotate(**aggregates)
+        .order_by()
+    )
+    servers = SchoolServer.objects.values_list("pk", "hostname", "school", "department")
+    days = (
+        LaptopDay.objects.filter(day__gte=start)
+        .values("day")
+        .annotate(seen=Sum("laptops"), running=Sum("laptops", filter=running))
+        .order_by("day")
+    )
+    return {
+        "at": now,
+        "rows": [
+            (row["server_id"], row["active"], row["running"], row.get("short")) for row in rows
+        ],
+        "servers": {
+            pk: (hostname, school, department) for pk, hostname, school, department in servers
+        },
+        "days": [(d["day"], d["running"] or 0, d["seen"]) for d in days],
+    }
 
 
 def laptops_per_server(server_ids, build, *, now=None) -> dict:

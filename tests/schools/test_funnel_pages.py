@@ -228,9 +228,29 @@ def test_the_laptop_pages_run_the_same_number_of_queries_whatever_the_size(
     server = seed(published, cast, 2, 4, 1)[0]
     url = PAGES[page](rollout, server)
     client.get(url)  # warm up sessions and caches
+    cache.clear()  # the laptop counts are counted afresh each time, as on a cold worker
     with CaptureQueriesContext(connection) as few:
         assert client.get(url).status_code == 200
     server = seed(published, cast, 30, 600, 3)[0]
     url = PAGES[page](rollout, server)
+    cache.clear()
     with django_assert_num_queries(len(few.captured_queries)):
         assert client.get(url).status_code == 200
+
+
+def test_the_laptop_counts_are_kept_for_a_while_and_the_page_says_when_they_were_made(
+    client, cast, rollout, settings
+):
+    settings.LAPTOP_FUNNEL_CACHE_SECONDS = 300
+    cache.clear()
+    server = make_server("xs-caacupe.local")
+    make_laptops(server, NEW, 2)
+    url = reverse("schools:build_coverage", args=[rollout.name])
+    first = login(client, cast.dave).get(url).context["laptops"]
+    make_laptops(server, NEW, 3, start=2)
+    kept = client.get(url)
+    assert kept.context["laptops"].total.running == 2
+    assert kept.context["laptops"].counted_at == first.counted_at
+    assert 'id="laptops-counted">Laptops contadas el' in kept.content.decode()
+    cache.clear()
+    assert client.get(url).context["laptops"].total.running == 5
