@@ -377,6 +377,16 @@ SCHOOL_SILENT_AFTER = _duration("SCHOOL_SILENT_AFTER", "36h")
 SCHOOL_LOST_AFTER = _duration("SCHOOL_LOST_AFTER", "7d")
 if SCHOOL_LOST_AFTER <= SCHOOL_SILENT_AFTER:
     raise ImproperlyConfigured("SCHOOL_LOST_AFTER must be longer than SCHOOL_SILENT_AFTER")
+# Laptops count as active (the funnel's shares are of them) when they reported in the last
+# LAPTOP_ACTIVE_DAYS days.
+LAPTOP_ACTIVE_DAYS = _positive_int("LAPTOP_ACTIVE_DAYS", 30)
+if LAPTOP_ACTIVE_DAYS > 3660:
+    raise ImproperlyConfigured(
+        f"LAPTOP_ACTIVE_DAYS must be at most 3660 days, not {LAPTOP_ACTIVE_DAYS}"
+    )
+# The funnel's laptop counts read every active laptop (a million, nationally): they are
+# kept this long, so the page is counted once per worker every few minutes (0: never kept).
+LAPTOP_FUNNEL_CACHE_SECONDS = _positive_int("LAPTOP_FUNNEL_CACHE_SECONDS", 300, minimum=0)
 # Resumable uploads (the upload page and the API send the archive in chunks): an upload
 # nobody has added to for UPLOAD_RESUME_TTL is removed with what it held.
 UPLOAD_RESUME_TTL = _duration("UPLOAD_RESUME_TTL", "24h")

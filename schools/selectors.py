@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Value, When
+from django.core.cache import cache
+from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Sum, Value, When
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -14,7 +15,8 @@ from portal.humanize import percent
 from releases.audit import AuditAction
 from releases.models import AuditEvent, Build, BuildStatus
 
-from .models import HELD_STATUSES, SchoolServer, SyncState
+from . import funnel
+from .models import HELD_STATUSES, Laptop, LaptopDay, SchoolServer, SyncState
 
 MISSING_SHOWN = 200
 
@@ -206,3 +208,174 @@ def builds_by_vhash(vhashes) -> dict:
         return {}
     builds = Build.objects.annotate(vhash=Lower("contents_hash")).filter(vhash__in=wanted)
     return {build.vhash: build for build in builds}
+
+
+def active_since(now=None):
+    """Laptops seen since this moment are active (LAPTOP_ACTIVE_DAYS)."""
+    return (now or timezone.now()) - timedelta(days=settings.LAPTOP_ACTIVE_DAYS)
+
+
+def _vhash(build) -> str:
+    return (build.contents_hash or "").lower() if build is not None else ""
+
+
+# The funnel lists the school servers with the lowest shares, at most this many.
+SERVERS_SHOWN = 100
+
+
+@dataclass(frozen=True)
+class LaptopFunnel:
+    """A build's last step of the funnel: the active laptops running it, in all, per
+    department and per school server (laggards first), and the days to 50 % and 90 %."""
+
+    vhash: str
+    total: funnel.Count
+    departments: list
+    servers: list  # the SERVERS_SHOWN lowest shares
+    servers_count: int  # servers with active laptops
+    offered_at: object  # datetime | None: when it was first offered in updates.cfg
+    series: list  # [(day, share of the laptops reporting that day)]
+    days_to: dict  # {target: days | None}
+    cost_bytes: int | None  # the update's laptop cost, when known
+    counted_at: object  # datetime: when the database counted them
+
+
+def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> LaptopFunnel:
+    """The laptops' step of `build`'s funnel: `_laptop_counts` with the arithmetic of
+    `funnel` applied, the whole kept LAPTOP_FUNNEL_CACHE_SECONDS (counting reads every
+    active laptop; a kept result is a small object to unpickle)."""
+    now = now or timezone.now()
+    vhash = _vhash(build)
+    start = timezone.localdate(build.published_at or build.created_at)
+    key = (
+        f"laptop-funnel:2:{build.pk}:{vhash}:{start}:{cost_bytes}:"
+        f"{offered_at.timestamp() if offered_at else ''}:"
+        f"{settings.LAPTOP_ACTIVE_DAYS}"
+    )
+    kept = cache.get(key) if settings.LAPTOP_FUNNEL_CACHE_SECONDS else None
+    if kept is not None:
+        return kept
+    counted = _laptop_counts(vhash, start=start, now=now, cost_bytes=cost_bytes)
+    servers = counted["servers"]
+    counts = [
+        funnel.Count(
+            label=servers[pk][1] or servers[pk][0] if pk in servers else "",
+            key=servers[pk][0] if pk in servers else "",
+            active=active,
+            running=running,
+            short=short,
+        )
+        for pk, active, running, short in counted["rows"]
+    ]
+    departments_of = {hostname: department for hostname, _school, department in servers.values()}
+    series = funnel.daily_shares(counted["days"])
+    since = timezone.localdate(offered_at) if offered_at else None
+    with_server = [count for count in counts if count.key]
+    result = LaptopFunnel(
+        vhash=vhash,
+        total=funnel.totals("", counts),
+        departments=funnel.grouped(counts, lambda c: departments_of.get(c.key) or ""),
+        servers=funnel.laggards_first(with_server)[:SERVERS_SHOWN],
+        servers_count=len(with_server),
+        offered_at=offered_at,
+        series=series,
+        days_to={
+            target: funnel.days_to_share(series, since=since, target=target)
+            for target in funnel.TARGETS
+        },
+        cost_bytes=cost_bytes,
+        counted_at=now,
+    )
+    if settings.LAPTOP_FUNNEL_CACHE_SECONDS:
+        cache.set(key, result, settings.LAPTOP_FUNNEL_CACHE_SECONDS)
+    return result
+
+
+def _laptop_counts(vhash, *, start, now, cost_bytes) -> dict:
+    """Counted by the database in three queries whatever the number of laptops:
+    1. the active laptops per school server id, running `vhash`, short of space (GROUP BY
+       the id alone: joining the servers' names into a million-row GROUP BY doubled it);
+    2. every server's host name, school and department;
+    3. the laptops reporting per day since `start` (LaptopDay), running `vhash` or not."""
+    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
+    aggregates = {"active": Count("pk"), "running": Count("pk", filter=running)}
+    if cost_bytes is not None:
+        aggregates["short"] = Count("pk", filter=Q(free_space_kib__lt=funnel.kib_below(cost_bytes)))
+    rows = (
+        Laptop.objects.filter(last_seen_at__gte=active_since(now))
+        .values("server_id")
+        .annotate(**aggregates)
+        .order_by()
+    )
+    servers = SchoolServer.objects.values_list("pk", "hostname", "school", "department")
+    days = (
+        LaptopDay.objects.filter(day__gte=start)
+        .values("day")
+        .annotate(seen=Sum("laptops"), running=Sum("laptops", filter=running))
+        .order_by("day")
+    )
+    return {
+        "rows": [
+            (row["server_id"], row["active"], row["running"], row.get("short")) for row in rows
+        ],
+        "servers": {
+            pk: (hostname, school, department) for pk, hostname, school, department in servers
+        },
+        "days": [(d["day"], d["running"] or 0, d["seen"]) for d in days],
+    }
+
+
+def laptops_per_server(server_ids, build, *, now=None) -> dict:
+    """{server id: (laptops running `build`, active laptops)} in one GROUP BY query."""
+    vhash = _vhash(build)
+    running = Q(vhash=vhash) if vhash else Q(pk__in=[])
+    rows = (
+        Laptop.objects.filter(server_id__in=list(server_ids), last_seen_at__gte=active_since(now))
+        .values("server_id")
+        .annotate(active=Count("pk"), running=Count("pk", filter=running))
+        .order_by()
+    )
+    return {row["server_id"]: (row["running"], row["active"]) for row in rows}
+
+
+@dataclass(frozen=True)
+class LaptopVersion:
+    vhash: str
+    build: object  # Build | None: None is an unknown version
+    laptops: int
+    active: int
+
+
+def server_laptop_versions(server, *, now=None) -> list[LaptopVersion]:
+    """The versions `server`'s laptops run, most laptops first, with the builds they are
+    (two queries: one GROUP BY, one for the builds)."""
+    rows = list(
+        Laptop.objects.filter(server=server)
+        .values("vhash")
+        .annotate(
+            laptops=Count("pk"), active=Count("pk", filter=Q(last_seen_at__gte=active_since(now)))
+        )
+        .order_by("-laptops", "vhash")
+    )
+    builds = builds_by_vhash(row["vhash"] for row in rows)
+    return [
+        LaptopVersion(
+            vhash=row["vhash"],
+            build=builds.get(row["vhash"].lower()),
+            laptops=row["laptops"],
+            active=row["active"],
+        )
+        for row in rows
+    ]
+
+
+def first_offered_at(build):
+    """When `build` was first offered in updates.cfg (its audit trail), or None."""
+    return (
+        AuditEvent.objects.filter(
+            build=build, action=AuditAction.STATUS, to_status=BuildStatus.OFFERED
+        )
+        .order_by("at", "pk")
+        .values_list("at", flat=True)
+        .first()
+    )

@@ -1,5 +1,6 @@
 import csv
 import hashlib
+from datetime import datetime, time
 from pathlib import Path
 
 from django.conf import settings
@@ -14,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from portal import charts, roles
 from portal.access import require_role
 from portal.humanize import percent
+from releases import impact
 from releases.models import Build
 from releases.reasons import Refused
 
@@ -55,6 +57,9 @@ def overview(request):
     )
     query = request.GET.copy()
     query.pop("page", None)
+    laptops = selectors.laptops_per_server([server.pk for server in page.object_list], newest)
+    for server in page.object_list:
+        server.laptops_running, server.laptops_active = laptops.get(server.pk, (0, 0))
     return render(
         request,
         "schools/overview.html",
@@ -65,6 +70,7 @@ def overview(request):
             "departments": selectors.departments(),
             "filters": filters,
             "newest": newest,
+            "active_days": settings.LAPTOP_ACTIVE_DAYS,
             "query": query.urlencode(),
             "can_manage": roles.has_role(request.user, roles.COORDINATORS),
         },
@@ -130,6 +136,8 @@ def server_detail(request, hostname):
             "state_label": selectors.STATES.get(server.state, server.state),
             "syncs": server.syncs.select_related("build").order_by("-last_seen_at")[:200],
             "checkins": server.checkins.all()[:50],
+            "laptop_versions": selectors.server_laptop_versions(server),
+            "active_days": settings.LAPTOP_ACTIVE_DAYS,
             "newest": newest,
             "can_manage": roles.has_role(request.user, roles.COORDINATORS),
         },
@@ -276,11 +284,41 @@ def build_coverage(request, name):
         marks=selectors.offer_moments(build),
         threshold=(minimum, _("%(share)s needed to promote") % {"share": percent(minimum)}),
     )
+    offered_at = selectors.first_offered_at(build)
+    cost = _laptop_cost(build)
+    laptops = selectors.laptop_funnel(build, cost_bytes=cost, offered_at=offered_at)
+    laptop_chart = charts.share_chart(
+        [(_day_start(day), share) for day, share in laptops.series],
+        marks=[(offered_at, _("Offered"))] if offered_at else [],
+        threshold=(0.9, percent(0.9)),
+    )
     return render(
         request,
         "schools/build_coverage.html",
-        {"build": build, "coverage": coverage, "chart": chart},
+        {
+            "build": build,
+            "coverage": coverage,
+            "chart": chart,
+            "laptops": laptops,
+            "laptop_chart": laptop_chart,
+            "active_days": settings.LAPTOP_ACTIVE_DAYS,
+        },
     )
+
+
+def _laptop_cost(build) -> int | None:
+    """The update's laptop cost against the build laptops update from, when it is known."""
+    try:
+        diff = impact.promotion_diff(build)
+    except Refused:
+        return None
+    return diff["laptop_cost_bytes"] if diff else None
+
+
+def _day_start(day):
+    # A day's count drawn at its start (the deployment's midnight), so the moment it was
+    # offered, during its first day, falls inside the chart.
+    return timezone.make_aware(datetime.combine(day, time()))
 
 
 @require_GET

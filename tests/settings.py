@@ -32,3 +32,6 @@ CELERY_TASK_ROUTES = {
 TEST_WORKER_QUEUES = ",".join(
     sorted({CELERY_TASK_DEFAULT_QUEUE} | {route["queue"] for route in CELERY_TASK_ROUTES.values()})
 )
+# The funnel counts laptops on every request in tests (a test that needs the cache turns it
+# on): a count kept from one test would leak into the next.
+LAPTOP_FUNNEL_CACHE_SECONDS = 0

@@ -1,5 +1,8 @@
 from django import template
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
+
+from portal.humanize import percent
 
 register = template.Library()
 
@@ -13,3 +16,22 @@ def shown(value) -> str:
     if value in (None, ""):
         return _("(empty)")
     return f"“{value}”"
+
+
+@register.filter
+def percent_label(share) -> str:
+    """A share (0..1) as the reader's language writes a percentage; "?" when unknown."""
+    return percent(share)
+
+
+@register.filter
+def days_label(days) -> str:
+    """Whole days to reach a share, or "not yet"."""
+    if days is None:
+        return _("not yet")
+    return ngettext("%(days)s day", "%(days)s days", days) % {"days": days}
+
+
+@register.filter
+def get_target(days_to: dict, target) -> int | None:
+    return days_to.get(float(target))

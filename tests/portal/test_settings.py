@@ -38,6 +38,9 @@ REFUSED = [
     ("LARGE_UPDATE_SHARE", "0"),
     ("LARGE_UPDATE_SHARE", "1.5"),
     ("DJANGO_EMAIL_TIMEOUT", "0"),
+    ("LAPTOP_ACTIVE_DAYS", "0"),
+    ("LAPTOP_ACTIVE_DAYS", "a month"),
+    ("LAPTOP_FUNNEL_CACHE_SECONDS", "-1"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]

@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from releases import offers
 from releases.models import Build, Deployment
-from schools.models import SchoolServer, SyncState
+from schools.models import LaptopDay, SchoolServer, SyncState
 
+from ..schools.test_funnel_pages import make_laptops
 from .test_upload_in_browser import log_in
 
 pytestmark = pytest.mark.browser
@@ -54,6 +55,14 @@ def world(transactional_db, cast, published):
         held_since=now - timedelta(days=1),
     )
     offers.build_promote(build=build, acting_user=cast.carol, reason="piloto")
+    # Laptops, so the funnel, the overview's laptops column and the server's laptop
+    # versions have rows (a long school name, an unknown version's hash).
+    make_laptops(server, build.contents_hash.lower(), 3)
+    make_laptops(server, "e" * 64, 2)
+    for days_ago in range(3):
+        day = timezone.localdate() - timedelta(days=days_ago)
+        LaptopDay.objects.create(day=day, vhash=build.contents_hash.lower(), laptops=3)
+        LaptopDay.objects.create(day=day, vhash="e" * 64, server_key=server.pk, laptops=2)
     return build, server
 
 
@@ -84,6 +93,12 @@ def test_every_page_fits_a_phone_and_tables_stack(page, live_server, world):
         assert response.status == 200, path
         measured = page.evaluate(OVERFLOW)
         assert measured["scroll"] <= PHONE["width"], (path, measured)
+
+    # The funnel's tables stack too, and its chart shrinks to the phone.
+    page.goto(f"{live_server.url}/schools/builds/{build.name}/")
+    assert page.locator("#laptops-by-server tbody tr").count() == 1
+    chart = page.locator("#laptop-chart svg").bounding_box()
+    assert chart["width"] <= PHONE["width"]
 
     # The overview's rows are stacked, each cell with its column's name beside the value.
     page.goto(f"{live_server.url}/schools/")
