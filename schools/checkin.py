@@ -34,18 +34,24 @@ def _int(value, field, minimum, maximum):
     return value
 
 
-def parse_checkin(body: bytes) -> dict:
-    if len(body) > MAX_BODY_BYTES:
-        raise CheckinInvalid(f"the body is larger than {MAX_BODY_BYTES} bytes")
+def json_body(body: bytes, *, limit: int, invalid: type[ValueError]):
+    """The JSON value of a machine's request body, or `invalid` saying what is wrong with
+    it (school servers' check-ins, laptop report batches)."""
+    if len(body) > limit:
+        raise invalid(f"the body is larger than {limit} bytes")
     try:
-        data = json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"))
     except UnicodeDecodeError:
-        raise CheckinInvalid("the body is not UTF-8") from None
+        raise invalid("the body is not UTF-8") from None
     except ValueError as exc:
         # JSONDecodeError, and a number too long to convert (over 4300 digits).
-        raise CheckinInvalid(f"the body is not JSON: {exc}") from None
+        raise invalid(f"the body is not JSON: {exc}") from None
     except RecursionError:
-        raise CheckinInvalid("the body is not JSON: it is nested too deeply") from None
+        raise invalid("the body is not JSON: it is nested too deeply") from None
+
+
+def parse_checkin(body: bytes) -> dict:
+    data = json_body(body, limit=MAX_BODY_BYTES, invalid=CheckinInvalid)
     if not isinstance(data, dict):
         raise CheckinInvalid("the body must be a JSON object")
     unknown = set(data) - TOP_KEYS

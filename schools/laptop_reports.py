@@ -15,11 +15,12 @@ As in Inventario's table, `laptop` and `connected_at` are required; `ip_address`
 
 import csv
 import ipaddress
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
+
+from .checkin import json_body
 
 MAX_FORM_BYTES = 4 * 1024
 MAX_BATCH_ITEMS = 1000
@@ -183,16 +184,7 @@ def parse_form(body: bytes, *, now: datetime) -> Report:
 
 def parse_batch(body: bytes, *, now: datetime) -> list[Report]:
     """A batch: a JSON list of report objects (at most MAX_BATCH_ITEMS)."""
-    if len(body) > MAX_BATCH_BYTES:
-        raise ReportInvalid(f"the body is larger than {MAX_BATCH_BYTES} bytes")
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ReportInvalid("the body is not UTF-8") from None
-    except ValueError as exc:
-        raise ReportInvalid(f"the body is not JSON: {exc}") from None
-    except RecursionError:
-        raise ReportInvalid("the body is not JSON: it is nested too deeply") from None
+    data = json_body(body, limit=MAX_BATCH_BYTES, invalid=ReportInvalid)
     if not isinstance(data, list):
         raise ReportInvalid("the body must be a JSON list of reports")
     if not data:

@@ -96,7 +96,7 @@ def _from_spreadsheet(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
-def _is_ip(value: str) -> bool:
+def is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -174,7 +174,7 @@ def row_values(row: dict) -> tuple:
     if active_word and active_word not in TRUE_WORDS | FALSE_WORDS:
         raise LineRefused("servers_csv_active", "active", value=repr(active_word))
     address = (row.get("address") or "").strip() or None
-    if address and not _is_ip(address):
+    if address and not is_ip(address):
         raise LineRefused("servers_csv_address", "address", value=repr(address))
     values = {
         "name": (row.get("name") or "").strip() or hostname.split(".")[0],

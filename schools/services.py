@@ -7,7 +7,6 @@ server's reports); these functions assume they did. The writes people make (a to
 import, an edit) are audited in the same transaction. Sync states have one writer,
 `_states_save`, and one rule for `held_since`."""
 
-import ipaddress
 import itertools
 from dataclasses import dataclass, field
 
@@ -38,7 +37,7 @@ from .models import (
 from .rsynclog import Position, parse_line, read_new_lines
 
 # The overview's export and the import command use CSV_COLUMNS and spreadsheet_safe from here.
-from .servers_csv import CSV_COLUMNS, spreadsheet_safe  # noqa: F401
+from .servers_csv import CSV_COLUMNS, is_ip, spreadsheet_safe  # noqa: F401
 
 # A server reporting hundreds of damaged builds keeps the first ones (the count is in the
 # English summary's length bound too).
@@ -340,7 +339,7 @@ def rsync_transfers_record(transfers) -> LogCounts:
     hosts = {t.host for t in relevant} | {t.address for t in relevant}
     servers = list(
         SchoolServer.objects.filter(
-            Q(hostname__in=hosts) | Q(address__in=[h for h in hosts if _is_ip(h)])
+            Q(hostname__in=hosts) | Q(address__in=[h for h in hosts if is_ip(h)])
         ).values_list("pk", "hostname", "address", "last_report_at")
     )
     by_host = {hostname: pk for pk, hostname, _address, _at in servers}
@@ -440,14 +439,6 @@ def _servers_heard_from(newest: dict) -> None:
         SchoolServer.objects.filter(pk__in=[pk for pk, _when in batch]).filter(
             Q(last_report_at__isnull=True) | Q(last_report_at__lt=at)
         ).update(last_report_at=at, last_report_source="rsync")
-
-
-def _is_ip(value: str) -> bool:
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        return False
-    return True
 
 
 # --- CSV import ------------------------------------------------------------------------------
