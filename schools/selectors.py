@@ -6,7 +6,20 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Case, CharField, Count, Exists, OuterRef, Q, Sum, Value, When
+from django.db import connection
+from django.db.models import (
+    Case,
+    CharField,
+    Count,
+    Exists,
+    IntegerField,
+    OuterRef,
+    Q,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -18,7 +31,9 @@ from releases.models import AuditEvent, Build, BuildStatus
 from . import funnel
 from .models import HELD_STATUSES, Laptop, LaptopDay, SchoolServer, SyncState
 
-MISSING_SHOWN = 200
+# The coverage page lists this many of the servers without the build; the overview
+# (`filter_servers(lacks=...)`) has them all, in pages and as CSV.
+MISSING_SHOWN = 50
 
 STATES = {
     "up_to_date": _("Up to date"),
@@ -67,7 +82,11 @@ def build_coverage(build, *, missing_limit: int = MISSING_SHOWN) -> Coverage:
     # A count of the build's held rows (one per server: one_state_per_build), read from
     # syncstate_build_held, rather than a test of every server.
     holding = _held_by_active(build).count()
-    lagging = active.exclude(Exists(_held(build))).order_by("department", "school", "hostname")
+    lagging = (
+        active.exclude(Exists(_held(build)))
+        .order_by("department", "school", "hostname")
+        .only("hostname", "school", "department", "last_report_at")
+    )
     return Coverage(
         share=holding / totals["servers"],
         active_servers=totals["servers"],
@@ -81,24 +100,25 @@ def _held_by_active(build):
     return SyncState.objects.filter(build=build, status__in=HELD_STATUSES, server__active=True)
 
 
-def coverage_series(build, *, now=None, points: int = 30) -> list[tuple]:
+def coverage_series(build, *, now=None, points: int = 30, total=None) -> list[tuple]:
     """(time, share) from publication to now, from when each active server first held it.
 
     Counted by the database in one pass: how many servers' `held_since` first falls at
-    or before each moment (a binary search written as nested CASE: five comparisons a row
-    for thirty moments), summed here into the running total. Sending every server's time
-    to Python took a large share of the page's time at 5,000 servers; a count per moment,
-    thirty filters over every row, most of the rest."""
+    or before each moment, summed here into the running total. Sending every server's time
+    to Python took a large share of the page's time at 5,000 servers; a count per moment
+    (thirty filters over every row), most of the rest. `total`: the active servers, when
+    the caller has counted them (`Coverage.active_servers`)."""
     now = now or timezone.now()
     start = build.published_at or build.created_at
-    total = SchoolServer.objects.active().count()
+    if total is None:
+        total = SchoolServer.objects.active().count()
     if not total or now <= start:
         return []
     step = (now - start) / max(points - 1, 1)
     moments = [start + step * point for point in range(points)]
     rows = (
         SyncState.objects.filter(build=build, server__active=True, held_since__isnull=False)
-        .annotate(step=_first_moment_holding(moments, 0, len(moments)))
+        .annotate(step=_first_moment_at_or_after("held_since", moments))
         .values("step")
         .annotate(n=Count("*"))
         .order_by()
@@ -113,26 +133,37 @@ def coverage_series(build, *, now=None, points: int = 30) -> list[tuple]:
     return series
 
 
-def _first_moment_holding(moments, low, high):
-    """The index of the first of `moments[low:high]` at or after `held_since`, as a SQL
-    expression (`high` when none is: after the last moment); `moments` in time order."""
-    if low == high:
-        return Value(low)
-    middle = (low + high) // 2
-    return Case(
-        When(held_since__lte=moments[middle], then=_first_moment_holding(moments, low, middle)),
-        default=_first_moment_holding(moments, middle + 1, high),
-    )
+def _first_moment_at_or_after(field: str, moments: list) -> RawSQL:
+    """SQL for the index of the first of `moments` (in time order) at or after SyncState's
+    `field`, len(moments) when it is after them all. Written out rather than as Case and
+    When: thirty of those cost more to build and compile than the query took to run."""
+    ops = connection.ops
+    column = f"{ops.quote_name(SyncState._meta.db_table)}.{ops.quote_name(field)}"
+    whens = " ".join(f"WHEN {column} <= %s THEN {index}" for index in range(len(moments)))
+    params = [ops.adapt_datetimefield_value(moment) for moment in moments]
+    # Only a quoted column name and integers are written into it; the moments are params.
+    sql = f"CASE {whens} ELSE {len(moments)} END"
+    return RawSQL(sql, params, output_field=IntegerField())  # noqa: S611
 
 
-def offer_moments(build) -> list[tuple]:
-    """(time, label) of each time `build` started or stopped being offered in updates.cfg,
-    from its audit trail, oldest first."""
-    labels = {status: BuildStatus(status).label for status in OFFER_CHANGES}
+def offer_changes(build) -> list[tuple]:
+    """(time, OFFERED or WITHDRAWN) of each time `build` started or stopped being offered
+    in updates.cfg, from its audit trail, oldest first (one query)."""
     events = AuditEvent.objects.filter(
         build=build, action=AuditAction.STATUS, to_status__in=OFFER_CHANGES
     ).order_by("at", "pk")
-    return [(at, labels[status]) for at, status in events.values_list("at", "to_status")]
+    return list(events.values_list("at", "to_status"))
+
+
+def offer_marks(changes) -> list[tuple]:
+    """`offer_changes` as (time, label) marks for a chart."""
+    labels = {status: BuildStatus(status).label for status in OFFER_CHANGES}
+    return [(at, labels[status]) for at, status in changes]
+
+
+def first_offered_at(changes):
+    """When the build of `offer_changes` was first offered, or None."""
+    return next((at for at, status in changes if status == BuildStatus.OFFERED), None)
 
 
 OFFER_CHANGES = [BuildStatus.OFFERED, BuildStatus.WITHDRAWN]
@@ -183,7 +214,12 @@ def state_counts(servers) -> dict:
     return counts
 
 
-def filter_servers(servers, *, department="", state="", search=""):
+def filter_servers(servers, *, department="", state="", search="", lacks=None):
+    """`servers` narrowed to a department, a state, a search in host name, school and
+    name, and the active servers not holding the build `lacks` (as `build_coverage` counts
+    them)."""
+    if lacks is not None:
+        servers = servers.filter(active=True).exclude(Exists(_held(lacks)))
     if department:
         servers = servers.filter(department=department)
     if state in STATES:
@@ -250,7 +286,7 @@ def _vhash(build) -> str:
 
 
 # The funnel lists the school servers with the lowest shares, at most this many.
-SERVERS_SHOWN = 100
+SERVERS_SHOWN = 50
 
 
 @dataclass(frozen=True)
@@ -268,6 +304,7 @@ class LaptopFunnel:
     days_to: dict  # {target: days | None}
     cost_bytes: int | None  # the update's laptop cost, when known
     counted_at: object  # datetime: when the database counted them
+    key: str = ""  # what it is kept under (the page keeps its HTML under it too)
 
 
 def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> LaptopFunnel:
@@ -278,7 +315,7 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
     vhash = _vhash(build)
     start = timezone.localdate(build.published_at or build.created_at)
     key = (
-        f"laptop-funnel:2:{build.pk}:{vhash}:{start}:{cost_bytes}:"
+        f"laptop-funnel:3:{build.pk}:{vhash}:{start}:{cost_bytes}:"
         f"{offered_at.timestamp() if offered_at else ''}:"
         f"{settings.LAPTOP_ACTIVE_DAYS}"
     )
@@ -315,6 +352,7 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
         },
         cost_bytes=cost_bytes,
         counted_at=now,
+        key=key,
     )
     if settings.LAPTOP_FUNNEL_CACHE_SECONDS:
         cache.set(key, result, settings.LAPTOP_FUNNEL_CACHE_SECONDS)
@@ -402,15 +440,3 @@ def server_laptop_versions(server, *, now=None) -> list[LaptopVersion]:
         )
         for row in rows
     ]
-
-
-def first_offered_at(build):
-    """When `build` was first offered in updates.cfg (its audit trail), or None."""
-    return (
-        AuditEvent.objects.filter(
-            build=build, action=AuditAction.STATUS, to_status=BuildStatus.OFFERED
-        )
-        .order_by("at", "pk")
-        .values_list("at", flat=True)
-        .first()
-    )

@@ -23,7 +23,9 @@ from . import selectors, services
 from .forms import ServerForm, ServersImportConfirmForm, ServersImportForm
 from .models import SchoolServer
 
-PAGE_SIZE = 100
+# Servers per page of the overview: each row is a card on a phone, and a page of them
+# costs about 0.1 ms a row to draw.
+PAGE_SIZE = 50
 # Lines the import preview lists one by one (its totals count them all): a whole
 # deployment's first import would otherwise be a page of megabytes.
 PREVIEW_LINES = 500
@@ -42,6 +44,20 @@ def _filters(request):
     }
 
 
+def _lacking(request):
+    """The build of `?lacks=NAME` (the active servers without it: the whole list the
+    coverage page starts), None without one; a name no build has is said, then ignored."""
+    name = request.GET.get("lacks", "").strip()
+    if not name:
+        return None
+    build = Build.objects.filter(name=name[:64]).first()
+    if build is None:
+        messages.error(
+            request, _("No build is named %(name)s: showing every school server.") % {"name": name}
+        )
+    return build
+
+
 @require_GET
 def overview(request):
     """Every school server at a glance: counts by state, filters, search, pages, CSV."""
@@ -49,7 +65,8 @@ def overview(request):
     newest = selectors.newest_offered_build()
     servers = selectors.servers_with_state(now=now, newest=newest)
     filters = _filters(request)
-    shown = selectors.filter_servers(servers, **filters)
+    lacks = _lacking(request)
+    shown = selectors.filter_servers(servers, **filters, lacks=lacks)
     if request.GET.get("format") == "csv":
         return _csv(shown, newest)
     page = Paginator(shown.order_by("department", "school", "hostname"), PAGE_SIZE).get_page(
@@ -57,9 +74,12 @@ def overview(request):
     )
     query = request.GET.copy()
     query.pop("page", None)
+    if lacks is None:
+        query.pop("lacks", None)
     laptops = selectors.laptops_per_server([server.pk for server in page.object_list], newest)
     for server in page.object_list:
         server.laptops_running, server.laptops_active = laptops.get(server.pk, (0, 0))
+        server.state_label = selectors.STATES.get(server.state, server.state)
     return render(
         request,
         "schools/overview.html",
@@ -69,6 +89,7 @@ def overview(request):
             "states": selectors.STATES,
             "departments": selectors.departments(),
             "filters": filters,
+            "lacks": lacks,
             "newest": newest,
             "active_days": settings.LAPTOP_ACTIVE_DAYS,
             "query": query.urlencode(),
@@ -279,12 +300,13 @@ def build_coverage(request, name):
     build = get_object_or_404(Build, name=name)
     coverage = selectors.build_coverage(build)
     minimum = settings.PROMOTION_MIN_COVERAGE
+    changes = selectors.offer_changes(build)
     chart = charts.share_chart(
-        selectors.coverage_series(build),
-        marks=selectors.offer_moments(build),
+        selectors.coverage_series(build, total=coverage.active_servers),
+        marks=selectors.offer_marks(changes),
         threshold=(minimum, _("%(share)s needed to promote") % {"share": percent(minimum)}),
     )
-    offered_at = selectors.first_offered_at(build)
+    offered_at = selectors.first_offered_at(changes)
     cost = _laptop_cost(build)
     laptops = selectors.laptop_funnel(build, cost_bytes=cost, offered_at=offered_at)
     laptop_chart = charts.share_chart(
@@ -302,6 +324,8 @@ def build_coverage(request, name):
             "laptops": laptops,
             "laptop_chart": laptop_chart,
             "active_days": settings.LAPTOP_ACTIVE_DAYS,
+            # The laptops' section is drawn from `laptops` alone: its HTML is kept as long.
+            "laptops_kept_seconds": settings.LAPTOP_FUNNEL_CACHE_SECONDS,
         },
     )
 

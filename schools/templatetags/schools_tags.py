@@ -1,10 +1,21 @@
 from django import template
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from portal.humanize import percent
 
 register = template.Library()
+
+
+@register.filter
+def stamp(moment) -> str:
+    """A moment as YYYY-MM-DD HH:MM in the deployment's time zone, for a title on long
+    lists: read the same in every language, and several times cheaper than the localized
+    DATETIME_FORMAT a hundred times a page."""
+    if moment is None:
+        return ""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M")
 
 
 @register.filter

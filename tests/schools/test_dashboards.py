@@ -164,6 +164,52 @@ def test_the_build_page_lists_the_servers_that_lag(client, cast):
     assert 'id="lagging"' in body and "xs-1.local" in body
 
 
+def test_the_build_page_lists_the_first_lagging_servers_and_links_to_them_all(client, cast):
+    servers, builds = seed(60, 1, cast.alice)
+    SyncState.objects.filter(server__in=servers[:55]).delete()
+    response = login(client, cast.dave).get(
+        reverse("schools:build_coverage", args=[builds[0].name])
+    )
+    body = response.content.decode()
+    assert response.context["coverage"].missing_count == 55
+    lagging = body[body.index('id="lagging"') :]
+    assert lagging.count("<tr><td") == 50
+    link = body[body.index('id="lagging-all"') :]
+    assert f'href="/schools/?lacks={builds[0].name}"' in link
+    assert "55" in link
+
+
+def test_the_overview_lists_the_active_servers_without_a_build(client, cast):
+    servers, builds = seed(6, 2, cast.alice)
+    SyncState.objects.filter(server__in=servers[:3], build=builds[0]).delete()
+    SyncState.objects.filter(server=servers[0], build=builds[0]).update(status="present")
+    SyncState.objects.filter(server=servers[4], build=builds[0]).update(status="failed")
+    SchoolServer.objects.filter(pk=servers[1].pk).update(active=False)
+    login(client, cast.dave)
+    url = reverse("schools:overview") + f"?lacks={builds[0].name}"
+    response = client.get(url)
+    lacking = ["xs-0.local", "xs-2.local", "xs-4.local"]  # xs-1 is inactive
+    assert sorted(s.hostname for s in response.context["page"].object_list) == lacking
+    notice = response.content.decode().split('id="lacks-filter"')[1].split("</p>")[0]
+    assert f"<strong>{builds[0].name}</strong>" in notice
+    # Kept through a search and in the export.
+    assert f'name="lacks" value="{builds[0].name}"' in response.content.decode()
+    narrowed = client.get(url + "&q=xs-2")
+    assert [s.hostname for s in narrowed.context["page"].object_list] == ["xs-2.local"]
+    rows = list(csv.DictReader(io.StringIO(client.get(url + "&format=csv").content.decode())))
+    assert sorted(row["hostname"] for row in rows) == lacking
+
+
+def test_the_overview_says_when_no_build_has_the_name_it_filters_by(client, cast):
+    seed(3, 1, cast.alice)
+    response = login(client, cast.dave).get(reverse("schools:overview") + "?lacks=no-such")
+    assert response.status_code == 200
+    assert len(response.context["page"].object_list) == 3
+    [message] = response.context["messages"]
+    assert message.level_tag == "error" and "no-such" in message.message
+    assert "lacks" not in response.context["query"]
+
+
 def test_the_client_script_can_be_downloaded(client, cast):
     response = login(client, cast.dave).get(reverse("schools:client_script"))
     assert response.status_code == 200

@@ -3,6 +3,7 @@ overview and a server's laptop versions: what they say, who sees them, and how m
 they cost."""
 
 from datetime import datetime, time, timedelta
+from datetime import timezone as dt_timezone
 
 import pytest
 from django.core.cache import cache
@@ -254,3 +255,40 @@ def test_the_laptop_counts_are_kept_for_a_while_and_the_page_says_when_they_were
     assert 'id="laptops-counted">Laptops contadas el' in kept.content.decode()
     cache.clear()
     assert client.get(url).context["laptops"].total.running == 5
+
+
+def test_the_kept_laptops_section_follows_the_kept_counts_and_the_readers_language(
+    client, cast, rollout, settings
+):
+    settings.LAPTOP_FUNNEL_CACHE_SECONDS = 300
+    cache.clear()
+    server = make_server("xs-caacupe.local")
+    make_laptops(server, NEW, 2)
+    url = reverse("schools:build_coverage", args=[rollout.name])
+    login(client, cast.dave)
+
+    def section(response):
+        body = response.content.decode()
+        return body[body.index('id="laptops"') : body.index("</section>", body.index('id="laptops"'))]
+
+    spanish = section(client.get(url))
+    assert "Laptops que la usan" in spanish and 'id="laptops-by-server"' in spanish
+    client.cookies["django_language"] = "en"
+    english = section(client.get(url))
+    assert "Laptops running it" in english and "Laptops que la usan" not in english
+    # Counted afresh (the kept counts gone): the section says the new counts, not the
+    # kept HTML of the old ones.
+    make_laptops(server, NEW, 3, start=2)
+    cache.delete(client.get(url).context["laptops"].key)
+    fresh = client.get(url)
+    assert fresh.context["laptops"].total.running == 5
+    assert "5 of 5 laptops" in section(fresh)
+
+
+def test_a_moment_is_stamped_in_the_deployments_time_zone(settings):
+    from schools.templatetags.schools_tags import stamp
+
+    settings.TIME_ZONE = "America/Asuncion"
+    moment = datetime(2026, 12, 4, 20, 5, tzinfo=dt_timezone.utc)
+    assert stamp(None) == ""
+    assert stamp(moment) == "2026-12-04 17:05"

@@ -3,6 +3,8 @@ from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -326,6 +328,58 @@ def test_the_promotion_gate_passes_without_a_reason_once_coverage_is_enough(
     SyncState.objects.create(server=xs, build=build, build_name=build.name, status="verified")
     offers.build_promote(build=build, acting_user=cast.carol)
     assert build.offers.get().coverage == 1.0
+
+
+def test_the_coverage_series_counts_as_a_comparison_per_moment_would(db, published):
+    build = published("py904-1")
+    start = build.published_at
+
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(
+        offsets=st.lists(
+            # Seconds after publication: on the chart's moments (every 3,600 s here) and
+            # between them, before the publication and after now (a clock set ahead).
+            st.one_of(
+                st.integers(-2, 12).map(lambda hour: hour * 3600),
+                st.integers(-7200, 12 * 3600),
+                st.integers(-7200, 12 * 3600).map(lambda second: second + 0.000001),
+            ),
+            max_size=12,
+        ),
+        inactive=st.sets(st.integers(0, 11), max_size=3),
+        points=st.integers(2, 12),
+    )
+    def check(offsets, inactive, points):
+        SchoolServer.objects.all().delete()  # and their sync states
+        for index, offset in enumerate(offsets):
+            xs = server(f"p{index}.local", active=index not in inactive)
+            SyncState.objects.create(
+                server=xs,
+                build=build,
+                build_name=build.name,
+                status="present",
+                held_since=start + timedelta(seconds=offset),
+            )
+        server("never.local")  # active, holding nothing
+        now = start + timedelta(hours=points - 1)
+        series = selectors.coverage_series(build, now=now, points=points)
+        held = [
+            start + timedelta(seconds=offset)
+            for index, offset in enumerate(offsets)
+            if index not in inactive
+        ]
+        assert [at for at, _share in series] == [
+            start + timedelta(hours=point) for point in range(points)
+        ]
+        assert [share for _at, share in series] == [
+            sum(1 for moment in held if moment <= at) / (len(held) + 1) for at, _share in series
+        ]
+
+    check()
 
 
 def test_the_coverage_series_rises_when_servers_get_the_build(db, published):
