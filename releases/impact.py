@@ -110,7 +110,9 @@ def promotion_diff(build: Build) -> dict | None:
     """The diff the promotion gate judges: against `diff_baseline`; None without one (the
     first build a deployment offers has nothing to compare with) or for a build validated
     before manifests were kept."""
+    if not has_manifest(build):
+        return None
     baseline = diff_baseline(build)
-    if baseline is None or not has_manifest(build):
+    if baseline is None:
         return None
     return compare_builds(old=baseline, new=build)

@@ -33,7 +33,7 @@ from .models import HELD_STATUSES, Laptop, LaptopDay, SchoolServer, SyncState
 
 # The coverage page lists this many of the servers without the build; the overview
 # (`filter_servers(lacks=...)`) has them all, in pages and as CSV.
-MISSING_SHOWN = 50
+MISSING_SHOWN = 25
 
 STATES = {
     "up_to_date": _("Up to date"),
@@ -183,18 +183,13 @@ def newest_offered_build():
 
 
 def servers_with_state(*, now=None, newest=None):
-    """Every server annotated with `state` (one of STATES) and `has_newest`."""
+    """Every server annotated with `state` (one of STATES); `with_has_newest` adds whether
+    it holds `newest` (a second test of every server: only the export needs it)."""
     now = now or timezone.now()
     silent = now - timedelta(seconds=settings.SCHOOL_SILENT_AFTER)
     lost = now - timedelta(seconds=settings.SCHOOL_LOST_AFTER)
-    servers = SchoolServer.objects.all()
-    if newest is not None:
-        servers = servers.annotate(has_newest=Exists(_held(newest)))
-        up_to_date = Q(has_newest=True)
-    else:
-        servers = servers.annotate(has_newest=Value(True))
-        up_to_date = Q(pk__isnull=False)
-    return servers.annotate(
+    up_to_date = Exists(_held(newest)) if newest is not None else Q(pk__isnull=False)
+    return SchoolServer.objects.annotate(
         state=Case(
             When(active=False, then=Value("inactive")),
             When(last_report_at__isnull=True, then=Value("never")),
@@ -207,11 +202,31 @@ def servers_with_state(*, now=None, newest=None):
     )
 
 
+def with_has_newest(servers, newest):
+    """`servers` annotated with `has_newest`: holds `newest` (True when nothing is offered)."""
+    if newest is None:
+        return servers.annotate(has_newest=Value(True))
+    return servers.annotate(has_newest=Exists(_held(newest)))
+
+
 def state_counts(servers) -> dict:
     counts = dict.fromkeys(STATES, 0)
     for row in servers.order_by().values("state").annotate(n=Count("pk")):
         counts[row["state"]] = row["n"]
     return counts
+
+
+def state_counts_and_departments(servers) -> tuple[dict, list[str]]:
+    """`state_counts(servers)` and `departments()` of `servers` in one pass (the overview
+    reads both: one GROUP BY of a hundred or so rows instead of two scans)."""
+    counts = dict.fromkeys(STATES, 0)
+    departments = {}  # in the database's order (its collation), as a list box lists them
+    rows = servers.values("department", "state").annotate(n=Count("pk")).order_by("department")
+    for row in rows:
+        counts[row["state"]] += row["n"]
+        if row["department"]:
+            departments[row["department"]] = True
+    return counts, list(departments)
 
 
 def filter_servers(servers, *, department="", state="", search="", lacks=None):
@@ -229,15 +244,6 @@ def filter_servers(servers, *, department="", state="", search="", lacks=None):
             Q(hostname__icontains=search) | Q(school__icontains=search) | Q(name__icontains=search)
         )
     return servers
-
-
-def departments() -> list[str]:
-    return list(
-        SchoolServer.objects.exclude(department="")
-        .order_by("department")
-        .values_list("department", flat=True)
-        .distinct()
-    )
 
 
 def coverage_shares(build_ids) -> dict:

@@ -69,9 +69,14 @@ def overview(request):
     shown = selectors.filter_servers(servers, **filters, lacks=lacks)
     if request.GET.get("format") == "csv":
         return _csv(shown, newest)
-    page = Paginator(shown.order_by("department", "school", "hostname"), PAGE_SIZE).get_page(
-        request.GET.get("page")
-    )
+    counts, departments = selectors.state_counts_and_departments(servers)
+    paginator = Paginator(shown.order_by("department", "school", "hostname"), PAGE_SIZE)
+    if not (filters["department"] or filters["search"] or lacks):
+        # Narrowed by state at most: the counts above already say how many (the same
+        # moment, the same newest build), so the paginator need not count again.
+        state = filters["state"]
+        paginator.count = counts[state] if state in counts else sum(counts.values())
+    page = paginator.get_page(request.GET.get("page"))
     query = request.GET.copy()
     query.pop("page", None)
     if lacks is None:
@@ -85,9 +90,9 @@ def overview(request):
         "schools/overview.html",
         {
             "page": page,
-            "counts": selectors.state_counts(servers),
+            "counts": counts,
             "states": selectors.STATES,
-            "departments": selectors.departments(),
+            "departments": departments,
             "filters": filters,
             "lacks": lacks,
             "newest": newest,
@@ -121,6 +126,7 @@ def _csv(servers, newest):
         ]
     )
     # Tuples, not model instances: the export is every server, thousands of rows.
+    servers = selectors.with_has_newest(servers, newest)
     rows = servers.order_by("department", "school", "hostname").values_list(*CSV_FIELDS)
     for row in rows.iterator(chunk_size=2000):
         server = dict(zip(CSV_FIELDS, row, strict=True))

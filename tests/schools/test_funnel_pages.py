@@ -2,8 +2,7 @@
 overview and a server's laptop versions: what they say, who sees them, and how many queries
 they cost."""
 
-from datetime import datetime, time, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from django.core.cache import cache
@@ -269,7 +268,9 @@ def test_the_kept_laptops_section_follows_the_kept_counts_and_the_readers_langua
 
     def section(response):
         body = response.content.decode()
-        return body[body.index('id="laptops"') : body.index("</section>", body.index('id="laptops"'))]
+        return body[
+            body.index('id="laptops"') : body.index("</section>", body.index('id="laptops"'))
+        ]
 
     spanish = section(client.get(url))
     assert "Laptops que la usan" in spanish and 'id="laptops-by-server"' in spanish
@@ -289,6 +290,6 @@ def test_a_moment_is_stamped_in_the_deployments_time_zone(settings):
     from schools.templatetags.schools_tags import stamp
 
     settings.TIME_ZONE = "America/Asuncion"
-    moment = datetime(2026, 12, 4, 20, 5, tzinfo=dt_timezone.utc)
+    moment = datetime(2026, 12, 4, 20, 5, tzinfo=UTC)
     assert stamp(None) == ""
     assert stamp(moment) == "2026-12-04 17:05"
