@@ -147,6 +147,18 @@ def test_the_overview_pages_count_what_each_filter_leaves(client, cast):
     assert listed("?q=xs-11")[0][0] == 11  # xs-11 and xs-110 … xs-119
 
 
+def test_the_overview_lists_departments_as_a_reader_orders_them(client, cast):
+    for index, department in enumerate(
+        ["Ñeembucú", "Misiones", "Itapúa", "Guairá", "Central", "alto paraná", "", "Central"]
+    ):
+        SchoolServer.objects.create(hostname=f"d{index}.local", name="d", department=department)
+    response = login(client, cast.dave).get(reverse("schools:overview"))
+    assert response.context["departments"] == [
+        "alto paraná", "Central", "Guairá", "Itapúa", "Misiones", "Ñeembucú",
+    ]  # fmt: skip
+    assert response.context["counts"]["never"] == 8
+
+
 def test_the_overview_exports_csv_with_the_same_filters(client, cast):
     seed(6, 1, cast.alice)
     response = login(client, cast.dave).get(
