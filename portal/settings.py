@@ -385,7 +385,8 @@ if LAPTOP_ACTIVE_DAYS > 3660:
         f"LAPTOP_ACTIVE_DAYS must be at most 3660 days, not {LAPTOP_ACTIVE_DAYS}"
     )
 # The funnel's laptop counts read every active laptop (a million, nationally): they are
-# kept this long, so the page is counted once per worker every few minutes (0: never kept).
+# kept this long, so the page is counted once per worker (once in all with CACHE_URL) every
+# few minutes (0: never kept).
 LAPTOP_FUNNEL_CACHE_SECONDS = _positive_int("LAPTOP_FUNNEL_CACHE_SECONDS", 300, minimum=0)
 # Resumable uploads (the upload page and the API send the archive in chunks): an upload
 # nobody has added to for UPLOAD_RESUME_TTL is removed with what it held.
@@ -399,6 +400,18 @@ UPLOAD_RESUME_MAX_OPEN = _positive_int("UPLOAD_RESUME_MAX_OPEN", 4)
 XO_HELPER_TTL = _duration("XO_HELPER_TTL", "2h")
 # The mothership's rsyncd log, followed every few minutes (empty: not followed).
 RSYNCD_LOG = env.str("RSYNCD_LOG", default="")
+
+# What the portal keeps a while (the funnel's laptop counts, build diffs): in each worker's
+# memory by default; CACHE_URL=redis://… shares it between the workers (and restarts).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+if CACHES["default"]["BACKEND"] not in {
+    "django.core.cache.backends.locmem.LocMemCache",
+    "django.core.cache.backends.redis.RedisCache",
+}:
+    raise ImproperlyConfigured(
+        "CACHE_URL: unsupported scheme (use redis://host:port/db, or leave it unset to keep "
+        "things in each worker's memory)"
+    )
 
 # --- Celery ---------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ import, an edit) are audited in the same transaction. Sync states have one write
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -632,6 +633,8 @@ def laptop_reports_record(*, reports: list[Report], received_at=None) -> LaptopR
 
     Whatever the number of reports, a fixed number of statements (chunked only past the
     database's parameter limit, thousands of rows):
+    0. claim the laptops never seen before (`_laptops_claim`), so that two requests with a
+       new laptop's first reports apply them one after the other;
     1. read the laptops they name, locked, and the servers at their addresses (2 queries);
     2. apply the reports in Python: the latest state, the version changes, the day counts;
     3. upsert the laptops (only where the report is still newer, so a concurrent request
@@ -650,10 +653,12 @@ def laptop_reports_record(*, reports: list[Report], received_at=None) -> LaptopR
     if not ordered:
         return result
     with transaction.atomic():
+        new = _laptops_claim(ordered, now)
         stored = {
             row["serial"]: row
             for row in Laptop.objects.select_for_update()
             .filter(serial__in={r.serial for r in ordered})
+            .exclude(serial__in=new)
             .order_by("serial")
             .values("pk", *LAPTOP_FIELDS)
         }
@@ -763,6 +768,43 @@ def laptop_servers_link(*, addresses=None) -> int:
     return laptops.update(server=Subquery(match))
 
 
+# What a claimed laptop holds until its reports are applied, in the same transaction: older
+# than any report, so the upsert of `_laptops_save` always replaces it.
+UNSEEN = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _laptops_claim(ordered: list[Report], now) -> set[str]:
+    """Insert a row for each serial of `ordered` that has none, in serial order; the
+    serials inserted (the laptops new to the portal).
+
+    Without it, two requests with a new laptop's first reports both read "no such laptop"
+    (there is no row to lock yet) and both count it, twice on one day. With it, the second
+    request's insert waits for the first's transaction, then finds the row, and its
+    SELECT ... FOR UPDATE reads what the first stored. Serial order: two batches claim
+    their shared serials in the same order, so neither waits for the other in a circle.
+    (SQLite takes its write lock at BEGIN and never interleaves; the same code serves.)"""
+    first_seen = {}
+    for report in ordered:  # in (serial, connected_at) order
+        first_seen.setdefault(report.serial, report.connected_at)
+    rows = [
+        {
+            "serial": serial,
+            "vhash": "",
+            "address": None,
+            "server": None,
+            "free_space_kib": None,
+            "stolen": False,
+            "first_seen_at": first_seen[serial],
+            "last_seen_at": UNSEEN,
+            "version_since": UNSEEN,
+            "received_at": now,
+        }
+        for serial in sorted(first_seen)
+    ]
+    inserted = _upsert(Laptop, rows, conflict=["serial"], returning=["serial"])
+    return {serial for (serial,) in inserted}
+
+
 def _laptops_save(states: list) -> dict:
     """Upsert whole laptop states; {serial: pk} of the rows written."""
     rows = [{name: state[name] for name in LAPTOP_FIELDS} for state in states]
@@ -811,7 +853,8 @@ def _insert(model, rows: list[dict]) -> None:
 def _upsert(model, rows: list[dict], *, conflict=(), update=None, where="", returning=()):
     """INSERT rows ({field name: value}, the same names in each) in as few statements as the
     parameter limit allows, with `ON CONFLICT (conflict) DO UPDATE SET column = sql [WHERE
-    where]` when `conflict` is given: the same SQL on SQLite (3.35+) and PostgreSQL, which
+    where]` when `conflict` is given (DO NOTHING without `update`: then only the rows
+    inserted are returned): the same SQL on SQLite (3.35+) and PostgreSQL, which
     Django's bulk_create cannot write (it neither adds to a stored value nor updates on a
     condition, and splits every 999 parameters on SQLite). In `update` and `where`, `{t}`
     is the stored row and `excluded` the new one. Returns the `returning` columns' rows."""
@@ -824,10 +867,13 @@ def _upsert(model, rows: list[dict], *, conflict=(), update=None, where="", retu
     sql_tail = ""
     if conflict:
         target = ", ".join(quote(model._meta.get_field(name).column) for name in conflict)
-        sets = ", ".join(f"{quote(col)} = {sql.format(t=table)}" for col, sql in update.items())
-        sql_tail = f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
-        if where:
-            sql_tail += f" WHERE {where.format(t=table)}"
+        if update:
+            sets = ", ".join(f"{quote(col)} = {sql.format(t=table)}" for col, sql in update.items())
+            sql_tail = f" ON CONFLICT ({target}) DO UPDATE SET {sets}"
+            if where:
+                sql_tail += f" WHERE {where.format(t=table)}"
+        else:
+            sql_tail = f" ON CONFLICT ({target}) DO NOTHING"
     if returning:
         sql_tail += " RETURNING " + ", ".join(quote(name) for name in returning)
     per_statement = max(1, _max_params() // len(fields))

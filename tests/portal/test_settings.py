@@ -19,7 +19,8 @@ SHOW = (
     "print(json.dumps({'DEBUG': s.DEBUG, 'HTTPS': s.HTTPS, "
     "'DATABASE': str(s.DATABASES['default']['NAME']), 'BROKER': s.CELERY_BROKER_URL, "
     "'PUPPETCONTENT_OS_DIR': str(s.PUPPETCONTENT_OS_DIR), "
-    "'MAX_BUILD_BYTES': s.MAX_BUILD_BYTES, 'CONTENTS_HASH_COMMAND': s.CONTENTS_HASH_COMMAND}))"
+    "'MAX_BUILD_BYTES': s.MAX_BUILD_BYTES, 'CONTENTS_HASH_COMMAND': s.CONTENTS_HASH_COMMAND, "
+    "'CACHE': s.CACHES['default']['BACKEND'], 'CACHE_AT': s.CACHES['default']['LOCATION']}))"
 )
 
 # Refused with the variable's name, as they should be.
@@ -41,6 +42,7 @@ REFUSED = [
     ("LAPTOP_ACTIVE_DAYS", "0"),
     ("LAPTOP_ACTIVE_DAYS", "a month"),
     ("LAPTOP_FUNNEL_CACHE_SECONDS", "-1"),
+    ("CACHE_URL", "memcache://127.0.0.1:11211"),
 ]
 YES_NO_TYPOS = [("DJANGO_HTTPS", "ture"), ("DJANGO_DEBUG", "maybe"), ("ALLOW_SELF_APPROVAL", "si")]
 UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]
@@ -48,6 +50,7 @@ UNNAMED = [("DATABASE_URL", "garbage"), ("LOG_LEVEL", "verbose")]
 CASES = {
     "defaults": {"DJANGO_DEBUG": None},
     "no secret key": {"DJANGO_SECRET_KEY": None},
+    "shared cache": {"CACHE_URL": "redis://127.0.0.1:6379/3"},
     "negative hsts": {"DJANGO_HSTS_SECONDS": "-5"},
     **{f"{name}={value}": {name: value} for name, value in REFUSED + YES_NO_TYPOS + UNNAMED},
 }
@@ -110,7 +113,16 @@ def test_it_starts_on_the_defaults_with_only_a_secret_key(started):
     assert values["PUPPETCONTENT_OS_DIR"] == str(result.data_dir / "puppetcontent" / "os")
     assert values["MAX_BUILD_BYTES"] == 8 * 1024**3
     assert values["CONTENTS_HASH_COMMAND"] == []
+    assert values["CACHE"] == "django.core.cache.backends.locmem.LocMemCache"
     assert (result.data_dir / "uploads").is_dir()
+
+
+def test_a_cache_url_shares_what_the_workers_keep(started):
+    result = started["shared cache"]
+    assert result.returncode == 0, result.stderr
+    values = json.loads(result.stdout)
+    assert values["CACHE"] == "django.core.cache.backends.redis.RedisCache"
+    assert values["CACHE_AT"] == "redis://127.0.0.1:6379/3"
 
 
 @pytest.mark.parametrize(("name", "value"), REFUSED)

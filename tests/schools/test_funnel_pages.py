@@ -2,6 +2,8 @@
 overview and a server's laptop versions: what they say, who sees them, and how many queries
 they cost."""
 
+import os
+import uuid
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
@@ -293,3 +295,34 @@ def test_a_moment_is_stamped_in_the_deployments_time_zone(settings):
     moment = datetime(2026, 12, 4, 20, 5, tzinfo=UTC)
     assert stamp(None) == ""
     assert stamp(moment) == "2026-12-04 17:05"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("CELERY_BROKER_URL", "").startswith("redis://"),
+    reason="needs the Redis of a PostgreSQL + Redis run (CACHE_URL=redis://…)",
+)
+def test_with_a_shared_cache_every_worker_shows_the_same_counts(client, cast, rollout, settings):
+    """CACHE_URL=redis://…: the counts one worker made are what the others show (a second
+    cache connection here stands for another worker)."""
+    from django.core.cache.backends.redis import RedisCache
+
+    location = os.environ["CELERY_BROKER_URL"].rsplit("/", 1)[0] + "/13"
+    prefix = f"test-funnel-{uuid.uuid4().hex}"
+    config = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": location}
+    settings.CACHES = {"default": {**config, "KEY_PREFIX": prefix}}
+    settings.LAPTOP_FUNNEL_CACHE_SECONDS = 300
+    server = make_server("xs-caacupe.local")
+    make_laptops(server, NEW, 2)
+    url = reverse("schools:build_coverage", args=[rollout.name])
+    first = login(client, cast.dave).get(url).context["laptops"]
+    other_worker = RedisCache(location, {"KEY_PREFIX": prefix})
+    try:
+        kept = other_worker.get(first.key)
+        assert (kept.total.running, kept.counted_at) == (2, first.counted_at)
+        make_laptops(server, NEW, 3, start=2)
+        assert client.get(url).context["laptops"].total.running == 2
+    finally:
+        other_worker.delete_many([first.key])
+        client_keys = other_worker._cache.get_client(write=True).keys(f"{prefix}:*")
+        if client_keys:
+            other_worker._cache.get_client(write=True).delete(*client_keys)
