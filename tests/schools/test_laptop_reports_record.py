@@ -208,6 +208,7 @@ def test_two_requests_with_a_new_laptops_first_reports_count_it_once(monkeypatch
     """Two relays post a new laptop's first reports at the same moment (the same report
     retried, or two of its reports): however their transactions interleave, it is one
     laptop on that day."""
+    import contextlib
     import threading
 
     SchoolServer.objects.create(hostname="xs-1.local", school="E1", address="10.0.0.1")
@@ -217,10 +218,8 @@ def test_two_requests_with_a_new_laptops_first_reports_count_it_once(monkeypatch
     def after_reading(addresses):
         # Both requests have read the laptops they name; let them go on together. One that
         # cannot have read yet (it waits for the other's claim) breaks the barrier instead.
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=2)
-        except threading.BrokenBarrierError:
-            pass
         return servers_at(addresses)
 
     monkeypatch.setattr(services, "_servers_at", after_reading)
