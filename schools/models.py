@@ -88,7 +88,7 @@ class SchoolServer(models.Model):
         verbose_name = _("school server")
         verbose_name_plural = _("school servers")
         ordering = ["department", "school", "hostname"]
-        # The overview's order: a page of it reads 100 entries of this index, not a sort of
+        # The overview's order: a page of it reads a page of this index, not a sort of
         # every server.
         indexes = [
             models.Index(fields=["department", "school", "hostname"], name="schoolserver_listing")

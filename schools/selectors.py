@@ -218,8 +218,9 @@ def state_counts(servers) -> dict:
 
 
 def state_counts_and_departments(servers) -> tuple[dict, list[str]]:
-    """`state_counts(servers)` and `departments()` of `servers` in one pass (the overview
-    reads both: one GROUP BY of a hundred or so rows instead of two scans)."""
+    """`state_counts(servers)` and the departments they are in (for the filter, in
+    `name_order`), in one pass: the overview reads both, one GROUP BY of a hundred or so
+    rows instead of two scans of every server."""
     counts = dict.fromkeys(STATES, 0)
     departments = set()
     # Unordered: sorting every server by a collated name cost more than the GROUP BY.
