@@ -330,6 +330,8 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
     now = now or timezone.now()
     vhash = _vhash(build)
     start = timezone.localdate(build.published_at or build.created_at)
+    # The version (3): bumped when LaptopFunnel or the page's laptops section changes, so
+    # a shared cache (CACHE_URL) serves nothing kept by the code before a deploy.
     key = (
         f"laptop-funnel:3:{build.pk}:{vhash}:{start}:{cost_bytes}:"
         f"{offered_at.timestamp() if offered_at else ''}:"

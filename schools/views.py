@@ -6,7 +6,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -44,17 +44,19 @@ def _filters(request):
     }
 
 
+class UnknownBuild(Exception):
+    """`?lacks=NAME` names no build (the exception's argument)."""
+
+
 def _lacking(request):
     """The build of `?lacks=NAME` (the active servers without it: the whole list the
-    coverage page starts), None without one; a name no build has is said, then ignored."""
+    coverage page starts), None without one; UnknownBuild when no build has the name."""
     name = request.GET.get("lacks", "").strip()
     if not name:
         return None
-    build = Build.objects.filter(name=name[:64]).first()
+    build = Build.objects.filter(name=name).first() if len(name) <= 64 else None
     if build is None:
-        messages.error(
-            request, _("No build is named %(name)s: showing every school server.") % {"name": name}
-        )
+        raise UnknownBuild(name)
     return build
 
 
@@ -65,9 +67,20 @@ def overview(request):
     newest = selectors.newest_offered_build()
     servers = selectors.servers_with_state(now=now, newest=newest)
     filters = _filters(request)
-    lacks = _lacking(request)
+    export = request.GET.get("format") == "csv"
+    try:
+        lacks = _lacking(request)
+    except UnknownBuild as unknown:
+        name = {"name": str(unknown)}
+        if export:  # a file of every server would not be what was asked for
+            return HttpResponseBadRequest(
+                _("No build is named %(name)s.") % name, content_type="text/plain; charset=utf-8"
+            )
+        shown_instead = _("No build is named %(name)s: showing every school server.")
+        messages.error(request, shown_instead % name)
+        lacks = None
     shown = selectors.filter_servers(servers, **filters, lacks=lacks)
-    if request.GET.get("format") == "csv":
+    if export:
         return _csv(shown, newest)
     counts, departments = selectors.state_counts_and_departments(servers)
     paginator = Paginator(shown.order_by("department", "school", "hostname"), PAGE_SIZE)

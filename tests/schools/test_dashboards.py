@@ -210,16 +210,17 @@ def test_the_build_page_lists_the_first_lagging_servers_and_links_to_them_all(cl
     assert response.context["coverage"].missing_count == 35
     lagging = body[body.index('id="lagging"') :]
     assert lagging.count("<tr><td") == 25
-    link = body[body.index('id="lagging-all"') :]
+    hint = body[body.index('id="lagging-all"') :]
+    link = hint[hint.index("<a ") : hint.index("</a>")]
     assert f'href="/schools/?lacks={builds[0].name}"' in link
-    assert "35" in link
+    assert ">Los 35 servidores" in link
 
 
 def test_the_overview_lists_the_active_servers_without_a_build(client, cast):
     servers, builds = seed(6, 2, cast.alice)
     SyncState.objects.filter(server__in=servers[:3], build=builds[0]).delete()
-    SyncState.objects.filter(server=servers[0], build=builds[0]).update(status="present")
     SyncState.objects.filter(server=servers[4], build=builds[0]).update(status="failed")
+    SyncState.objects.filter(server=servers[5], build=builds[0]).update(status="verified")
     SchoolServer.objects.filter(pk=servers[1].pk).update(active=False)
     login(client, cast.dave)
     url = reverse("schools:overview") + f"?lacks={builds[0].name}"
@@ -232,6 +233,8 @@ def test_the_overview_lists_the_active_servers_without_a_build(client, cast):
     assert f'name="lacks" value="{builds[0].name}"' in response.content.decode()
     narrowed = client.get(url + "&q=xs-2")
     assert [s.hostname for s in narrowed.context["page"].object_list] == ["xs-2.local"]
+    # The state links keep it too.
+    assert f'href="?state=never&amp;lacks={builds[0].name}"' in response.content.decode()
     rows = list(csv.DictReader(io.StringIO(client.get(url + "&format=csv").content.decode())))
     assert sorted(row["hostname"] for row in rows) == lacking
 
@@ -244,6 +247,13 @@ def test_the_overview_says_when_no_build_has_the_name_it_filters_by(client, cast
     [message] = response.context["messages"]
     assert message.level_tag == "error" and "no-such" in message.message
     assert "lacks" not in response.context["query"]
+    # A longer name than any build's is no build, not the build of its first 64 characters.
+    long = client.get(reverse("schools:overview") + "?lacks=seed0" + "x" * 64)
+    assert len(long.context["page"].object_list) == 3
+    # The export does not answer with every server instead, nor keep a message for later.
+    export = client.get(reverse("schools:overview") + "?lacks=no-such&format=csv")
+    assert export.status_code == 400 and "no-such" in export.content.decode()
+    assert not list(client.get(reverse("schools:overview")).context["messages"])
 
 
 def test_the_client_script_can_be_downloaded(client, cast):
