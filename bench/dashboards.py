@@ -30,24 +30,11 @@ import harness
 import schoolseed
 
 
-def timed_get(port, path, cookie) -> float:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    started = time.perf_counter()
-    conn.request("GET", path, headers={"Cookie": f"sessionid={cookie}", "Host": "127.0.0.1"})
-    response = conn.getresponse()
-    response.read()
-    elapsed = time.perf_counter() - started
-    conn.close()
-    if response.status != 200:
-        raise RuntimeError(f"GET {path}: HTTP {response.status}")
-    return elapsed
-
-
 def measure_pages(port, cookie, pages, rounds):
     results = {}
     for label, path in pages:
-        timed_get(port, path, cookie)  # warm up
-        samples = sorted(timed_get(port, path, cookie) for _ in range(rounds))
+        harness.timed_get(port, path, cookie)  # warm up
+        samples = sorted(harness.timed_get(port, path, cookie) for _ in range(rounds))
         results[label] = (statistics.median(samples), samples[int(0.95 * (len(samples) - 1))])
     return results
 
@@ -146,12 +133,12 @@ def main() -> int:
     port = harness.free_port()
     web = harness.start_web(env, port)
     try:
-        harness.wait_until(lambda: timed_get(port, "/schools/client/", session))
+        harness.wait_until(lambda: harness.timed_get(port, "/schools/client/", session))
         pages = [
             ("trivial page (/schools/client/)", "/schools/client/"),
             ("overview", "/schools/"),
             ("overview, filtered", "/schools/?state=behind&department=Departamento+3&q=xs"),
-            ("overview, last page", "/schools/?page=50"),
+            ("overview, last page", f"/schools/?page={harness.overview_pages(args.servers)}"),
             ("build coverage", f"/schools/builds/{schoolseed.build_name(0)}/"),
             ("server page", f"/schools/{schoolseed.hostname(0)}/"),
         ]

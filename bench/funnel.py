@@ -32,7 +32,6 @@ It prints figures and ratios; it asserts nothing about time (the goal, issue 13:
 """
 
 import argparse
-import re
 import shutil
 import sys
 import tempfile
@@ -40,10 +39,7 @@ import time
 
 import harness
 import schoolseed
-from dashboards import timed_get
-from load import create_database, drop_database
 
-DB_NAME_RE = re.compile(r"^xo_bench_[a-z0-9_]{1,53}$")
 TABLES = ("schools_laptop", "schools_laptopversionchange", "schools_laptopday")
 
 # The newest build is index builds-1; schoolseed's contents hashes are hash{index:08d}.
@@ -114,7 +110,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
-    if not DB_NAME_RE.match(args.database):
+    if not harness.DB_NAME_RE.match(args.database):
         parser.error("--database must match xo_bench_[a-z0-9_]+ (it is dropped)")
     if min(args.laptops, args.servers, args.days, args.rounds) < 1 or args.builds < 3:
         parser.error("--laptops, --servers, --days and --rounds must be at least 1, --builds 3")
@@ -171,8 +167,8 @@ def sizes(url) -> dict:
 def measure(port, cookie, pages, rounds):
     results = {}
     for label, path in pages:
-        cold = timed_get(port, path, cookie)
-        samples = sorted(timed_get(port, path, cookie) for _ in range(rounds))
+        cold = harness.timed_get(port, path, cookie)
+        samples = sorted(harness.timed_get(port, path, cookie) for _ in range(rounds))
         results[label] = (cold, samples[len(samples) // 2], samples[int(0.95 * (len(samples) - 1))])
     return results
 
@@ -180,7 +176,7 @@ def measure(port, cookie, pages, rounds):
 def serve_and_measure(env, session, pages, rounds):
     port = harness.free_port()
     web = harness.start_web(env, port)
-    harness.wait_until(lambda: timed_get(port, "/schools/client/", session))
+    harness.wait_until(lambda: harness.timed_get(port, "/schools/client/", session))
     return web, measure(port, session, pages, rounds)
 
 
@@ -194,7 +190,7 @@ def main(argv=None) -> int:
     )
     web = created = None
     try:
-        create_database(base, args.database)
+        harness.create_database(base, args.database)
         created = True
         print(f"database {url} (fresh), LAPTOP_FUNNEL_CACHE_SECONDS={args.funnel_cache}")
         started = time.monotonic()
@@ -249,7 +245,7 @@ def main(argv=None) -> int:
             harness.stop(web)
         if created and not args.keep:
             try:
-                drop_database(base, args.database)
+                harness.drop_database(base, args.database)
             except Exception as exc:
                 print(f"could not drop {args.database}: {exc}", file=sys.stderr)
         shutil.rmtree(data, ignore_errors=True)

@@ -1,8 +1,11 @@
-"""What the dashboard and load benchmarks share: a throwaway portal environment, the seed,
-gunicorn started exactly as `make run` starts it, and CPU accounting of its processes."""
+"""What the benchmarks that start a portal share: a throwaway portal environment (and a
+throwaway PostgreSQL database), the seed, gunicorn started exactly as `make run` starts it,
+a timed page request, and CPU accounting of its processes."""
 
+import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -16,6 +19,17 @@ from portal.run import web_command  # noqa: E402 - needs the repository on sys.p
 BINDIR = ROOT / ".venv" / "bin"
 PYTHON = str(BINDIR / "python")
 SEED_SCRIPT = str(Path(__file__).resolve().parent / "schoolseed.py")
+# A benchmark's own PostgreSQL database: dropped before and after its run, so the name must
+# say so.
+DB_NAME_RE = re.compile(r"^xo_bench_[a-z0-9_]{1,53}$")
+# Servers per page of the school-server overview (schools/views.py PAGE_SIZE): where the
+# benchmarks find its last page.
+OVERVIEW_PAGE_SIZE = 50
+
+
+def overview_pages(servers: int) -> int:
+    """How many pages the overview has for `servers` servers."""
+    return max(1, -(-servers // OVERVIEW_PAGE_SIZE))
 
 
 def portal_env(data_dir: str, **overrides) -> dict:
@@ -118,3 +132,37 @@ def cpu_seconds(pids) -> float:
 
 def load_average() -> str:
     return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def create_database(base_url: str, name: str) -> None:
+    """A fresh database `name` (a DB_NAME_RE name) at `base_url` (postgres://user@host:port),
+    dropped first if it is there; RuntimeError, with why, when the server refuses."""
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise RuntimeError(f"cannot create the database {name} at {base_url}: {exc}") from None
+
+
+def drop_database(base_url: str, name: str) -> None:
+    import psycopg
+
+    with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def timed_get(port: int, path: str, cookie: str) -> float:
+    """Seconds for one logged-in GET of `path` on a new connection; RuntimeError unless 200."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    started = time.perf_counter()
+    conn.request("GET", path, headers={"Cookie": f"sessionid={cookie}", "Host": "127.0.0.1"})
+    response = conn.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - started
+    conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"GET {path}: HTTP {response.status}")
+    return elapsed

@@ -30,7 +30,6 @@ import base64
 import http.client
 import itertools
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -42,7 +41,6 @@ from urllib.parse import urlencode
 
 import harness
 
-DB_NAME_RE = re.compile(r"^xo_bench_[a-z0-9_]{1,53}$")
 USER, PASSWORD = "bench-reporter", "bench-reporter-password"
 VHASHES = [f"{n:x}" * 64 for n in range(1, 8)]
 BATCH = 500
@@ -167,21 +165,6 @@ def manage(env, code):
     ).stdout
 
 
-def create_database(base_url, name):
-    import psycopg
-
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(base_url, name):
-    import psycopg
-
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--postgres", default="", help="e.g. postgres://postgres@127.0.0.1:5432")
@@ -191,13 +174,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--threads", type=int, default=4)
     args = parser.parse_args()
-    if args.postgres and not DB_NAME_RE.match(args.database):
+    if args.postgres and not harness.DB_NAME_RE.match(args.database):
         parser.error("--database must match xo_bench_[a-z0-9_]+ (it is dropped)")
     tmp = tempfile.mkdtemp(prefix="xo-bench-laptops-")
     overrides = {}
     if args.postgres:
         overrides["DATABASE_URL"] = f"{args.postgres.rstrip('/')}/{args.database}"
-        create_database(args.postgres.rstrip("/"), args.database)
+        harness.create_database(args.postgres.rstrip("/"), args.database)
     env = harness.portal_env(tmp, **overrides)
     web = None
     try:
@@ -249,7 +232,7 @@ def main() -> int:
         if web is not None:
             harness.stop(web)
         if args.postgres:
-            drop_database(args.postgres.rstrip("/"), args.database)
+            harness.drop_database(args.postgres.rstrip("/"), args.database)
         shutil.rmtree(tmp, ignore_errors=True)
 
 

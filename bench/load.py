@@ -30,7 +30,6 @@ import json
 import math
 import os
 import random
-import re
 import resource
 import shutil
 import sys
@@ -53,7 +52,6 @@ DASHBOARD_P95_MS = 500
 HTTP_TIMEOUT = 30
 IDLE_SECONDS = 1.0
 # It is dropped (WITH FORCE) before and after the run: only names no real database has.
-DB_NAME_RE = re.compile(r"^xo_bench_[a-z0-9_]{1,53}$")
 
 
 class Recorder:
@@ -191,7 +189,7 @@ def coordinator(port, session, seed, args, phase_of, end, recorder):
     rng = random.Random(seed)
     connection = Connection(port)
     cookie = {"Cookie": f"sessionid={session}"}
-    pages = max(1, math.ceil(args.servers / 100))
+    pages = harness.overview_pages(args.servers)
     time.sleep(rng.uniform(0, args.think))
     while time.monotonic() < end:
         kind = rng.choices(PAGES, PAGE_WEIGHTS)[0]
@@ -315,24 +313,6 @@ def run_load(port, sessions, reports, args):
     return recorder, durations, herd_seconds
 
 
-def create_database(base_url, name):
-    import psycopg
-
-    try:
-        with psycopg.connect(f"{base_url}/postgres", autocommit=True, connect_timeout=10) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        raise RuntimeError(f"cannot create the database {name} at {base_url}: {exc}") from None
-
-
-def drop_database(base_url, name):
-    import psycopg
-
-    with psycopg.connect(f"{base_url}/postgres", autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def postgres_cpu(base_url, name):
     """CPU seconds of the PostgreSQL backends connected to `name` now (gunicorn keeps its
     connections, CONN_MAX_AGE, so they are the ones that served the run)."""
@@ -381,7 +361,7 @@ def parse_args(argv=None):
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if not DB_NAME_RE.match(args.database):
+    if not harness.DB_NAME_RE.match(args.database):
         parser.error(
             "--database must start with xo_bench_ and go on with lower-case letters, digits "
             "and _ (it is dropped before and after the run)"
@@ -401,7 +381,7 @@ def main(argv=None) -> int:
     web = created = None
     try:
         check_redis(args.redis)
-        create_database(args.postgres, args.database)
+        harness.create_database(args.postgres, args.database)
         created = True
         print(f"database {database_url} (fresh), broker {args.redis}")
         started = time.monotonic()
@@ -476,7 +456,7 @@ def main(argv=None) -> int:
             harness.stop(web)
         if created and not args.keep:
             try:
-                drop_database(args.postgres, args.database)
+                harness.drop_database(args.postgres, args.database)
             except Exception as exc:
                 print(f"could not drop {args.database}: {exc}", file=sys.stderr)
         shutil.rmtree(data, ignore_errors=True)

@@ -333,3 +333,19 @@ def test_the_coverage_page_is_linked_from_the_build_promote_and_overview_pages(
     offers.build_promote(build=build, acting_user=cast.carol, reason="piloto")
     overview = client.get(reverse("schools:overview")).content.decode()
     assert f'id="coverage-link" href="{url}"' in overview
+
+
+def test_the_benchmarks_know_the_overviews_page_size():
+    """bench/ runs without Django: its copy of the page size must follow the view's, or its
+    "last page" is a middle one."""
+    import importlib.util
+    from pathlib import Path
+
+    from schools.views import PAGE_SIZE
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "harness.py"
+    spec = importlib.util.spec_from_file_location("bench_harness", path)
+    harness = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(harness)
+    assert harness.OVERVIEW_PAGE_SIZE == PAGE_SIZE
+    assert harness.overview_pages(5000) == 100 and harness.overview_pages(0) == 1
