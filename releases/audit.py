@@ -8,7 +8,7 @@ finds the build elsewhere (someone else got there first) changes nothing and ret
 
 from django.db import models, transaction
 
-from .models import BUILD_TRANSITIONS, AuditEvent, Build, BuildStatus
+from .models import BUILD_TRANSITIONS, AuditEvent, Build
 
 
 class AuditAction(models.TextChoices):
@@ -86,10 +86,10 @@ def build_transition(build_id, *, from_statuses, to, actor=None, code="", params
             from_status=row.status,
             to_status=to,
         )
-        if to in (BuildStatus.INVALID, BuildStatus.PUBLISHED):
-            # Whom this concerns is told once it commits. Imported here: `notify` reads
-            # the audit trail, so it imports this module.
-            from .notify import enqueue_build_notify
+        # Imported here: `notify` reads the audit trail, so it imports this module.
+        from .notify import NOTIFIED_STATUSES, enqueue_build_notify
 
+        if to in NOTIFIED_STATUSES:
+            # Whom this concerns is told once it commits.
             enqueue_build_notify(build_id)
         return Build.objects.get(pk=build_id)

@@ -21,6 +21,7 @@ from django.http import HttpResponse, JsonResponse, UnreadablePostError
 from django.utils.translation import gettext as _
 
 from . import resumable
+from .hashstate import HashStateUnavailable
 from .models import ResumableUpload
 from .reasons import Refused
 
@@ -67,6 +68,13 @@ def _content_length(request) -> int:
         return -1
 
 
+def _not_stored(exc: Exception) -> JsonResponse:
+    """The portal's own disk (or its hashing library) failed: a JSON answer with the reason,
+    as every other refusal, never an HTML error page the uploader's script cannot read."""
+    error = getattr(exc, "strerror", None) or str(exc)
+    return _refused(Refused("upload_io_error", error=error))
+
+
 def _bad(message: str, status: int = 400) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
@@ -102,6 +110,8 @@ def start(request, url_for) -> JsonResponse:
         )
     except Refused as refusal:
         return _refused(refusal)
+    except (OSError, HashStateUnavailable) as exc:
+        return _not_stored(exc)
     status = 200 if upload.received else 201
     return JsonResponse(as_json(upload, url_for(upload.pk)), status=status)
 
@@ -119,6 +129,8 @@ def upload(request, upload_id: str, url: str) -> HttpResponse:
             return _chunk(request, upload_id, url)
     except Refused as refusal:
         return _refused(refusal)
+    except (OSError, HashStateUnavailable) as exc:
+        return _not_stored(exc)
     return _bad(_("Method not allowed."), 405)
 
 
@@ -154,10 +166,9 @@ def _chunk(request, upload_id, url) -> JsonResponse:
             stream=request,
         )
     except UnreadablePostError as exc:
-        # The client went away in the middle: nothing of the chunk was kept.
+        # The client went away in the middle: nothing of the chunk was kept. (Any other
+        # OSError is the portal's own disk: `upload` answers it.)
         return _bad(
             _("The chunk was not received whole (%(error)s); send it again.") % {"error": exc}
         )
-    except OSError as exc:
-        return _refused(Refused("upload_io_error", error=exc.strerror or str(exc)))
     return JsonResponse(as_json(found, url))

@@ -12,7 +12,6 @@ callers of `offers` decided.
 import contextlib
 import fcntl
 import hashlib
-import logging
 from pathlib import Path
 
 from django.conf import settings
@@ -34,7 +33,6 @@ from .models import (
 )
 from .reasons import render
 
-log = logging.getLogger(__name__)
 DEFAULT_TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "oatslite" / "entry.cfg"
 
 

@@ -24,7 +24,6 @@ Nothing here is audited: an upload is not a build until `build_create` makes it 
 """
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import os
@@ -269,11 +268,6 @@ def _write_chunk(fd, upload, stream, length, expected):
         actual = writer.chunk.hexdigest()
         if actual != expected:
             raise Refused("upload_chunk_digest", expected=expected, actual=actual)
-    except OSError as exc:
-        _cut_back(fd, start)
-        if exc.errno == errno.ENOSPC:
-            raise Refused("upload_io_error", error=exc.strerror or str(exc)) from exc
-        raise
     except BaseException:
         _cut_back(fd, start)
         raise

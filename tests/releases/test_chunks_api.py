@@ -223,3 +223,35 @@ def test_a_build_that_fails_after_the_move_puts_the_archive_back(builder, files,
     assert path.read_bytes() == tarball.read_bytes()
     assert not Build.objects.exists()
     assert make_build(builder, upload_id, md5, contents).status_code == 201
+
+
+def test_the_portals_own_disk_failing_is_a_json_answer_not_an_error_page(
+    builder, files, settings, tmp_path, monkeypatch
+):
+    """An uploader's script reads JSON: a disk the portal cannot write (here its upload
+    folder is a file; then a full disk mid-chunk) is answered 507 with the reason."""
+    import errno
+
+    from releases import resumable
+
+    tarball = files[0]
+    data = tarball.read_bytes()
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    settings.UPLOAD_TEMP_DIR = blocked / "uploads"
+    refused = start(builder, "/api/uploads/", tarball)
+    assert refused.status_code == 507
+    assert "could not store the upload" in refused.json()["error"]
+    assert not ResumableUpload.objects.exists()
+
+    settings.UPLOAD_TEMP_DIR = tmp_path / "uploads"
+    url = start(builder, "/api/uploads/", tarball).json()["url"]
+
+    def disk_full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resumable._ChunkWriter, "write", disk_full)
+    answer = put(builder, url, data, 0, 40_000)
+    assert answer.status_code == 507
+    assert "No space left on device" in answer.json()["error"]
+    assert builder.get(url).json()["received"] == 0

@@ -1,15 +1,14 @@
 import os
 from pathlib import Path
 
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, no_translations
 
 from releases import usb, usbkit
 from releases.access import may_edit
-from releases.models import Build
 from releases.reasons import Refused
 
 from .import_build import system_user
+from .promote import find_build, find_user
 
 
 class Command(BaseCommand):
@@ -39,9 +38,7 @@ class Command(BaseCommand):
     @no_translations
     def handle(self, *args, name, dest, by, allow_unmounted, **options):
         user = self._user(by) if by else None
-        build = Build.objects.filter(name=name).first()
-        if build is None:
-            raise CommandError(f"No build named {name!r}.")
+        build = find_build(name)
         if dest.is_dir() and not allow_unmounted and not os.path.ismount(dest):
             # An empty /media/usb with no stick in it would take a multi-GB kit onto the
             # mothership's own disk.
@@ -64,9 +61,7 @@ class Command(BaseCommand):
         )
 
     def _user(self, username):
-        user = get_user_model().objects.filter(username=username, is_active=True).first()
-        if user is None:
-            raise CommandError(f"No active user named {username!r}.")
+        user = find_user(username)
         if not may_edit(user):
             raise CommandError(f"{username} is neither an uploader nor an approver.")
         return user
