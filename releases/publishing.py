@@ -47,6 +47,16 @@ def file_md5(path: Path | str, progress: Progress | None = None) -> str:
     return digest.hexdigest()
 
 
+def md5_file_bytes(md5: str, tarball_name: str) -> bytes:
+    """What `<archive>.md5` holds: one `md5sum` line, as the school server checks it."""
+    return f"{md5}  {tarball_name}\n".encode()
+
+
+def name_file_bytes(name: str) -> bytes:
+    """What `<name>.name` holds: the build's name and a newline."""
+    return f"{name}\n".encode()
+
+
 def publish_files(
     *,
     dest_dir: Path,
@@ -80,8 +90,8 @@ def publish_files(
     expected = md5.lower()
     if len(expected) != 32 or any(c not in "0123456789abcdef" for c in expected):
         raise ValueError(f"not an MD5 hex digest: {md5!r}")
-    md5_data = f"{md5}  {tarball_name}\n".encode()
-    name_data = f"{name}\n".encode()
+    md5_data = md5_file_bytes(md5, tarball_name)
+    name_data = name_file_bytes(name)
 
     tarball_st = _source_stat(tarball, tarball_name)
     contents_st = _source_stat(contents, contents_name)

@@ -17,7 +17,7 @@ from django.db import transaction
 
 from portal import commands
 
-from . import usbkit
+from . import publishing, usbkit
 from .audit import AuditAction, audit
 from .models import Build, BuildStatus
 from .reasons import Refused
@@ -95,8 +95,8 @@ def _moment(build: Build) -> int:
 def _published(build: Build) -> dict[str, dict]:
     """The four files as `publishing.publish_files` writes them: size, and SHA-256 where the
     build knows it (the archive's MD5 is checked apart, `_archive_sha1`)."""
-    md5_line = f"{build.md5}  {build.tarball_name}\n".encode()
-    name_line = f"{build.name}\n".encode()
+    md5_line = publishing.md5_file_bytes(build.md5, build.tarball_name)
+    name_line = publishing.name_file_bytes(build.name)
     return {
         build.tarball_name: {"size": build.size},
         f"{build.tarball_name}.md5": _known(md5_line),

@@ -89,7 +89,7 @@ def test_a_build_that_is_not_published_is_refused(published, stick):
 
 
 def test_an_unknown_build_is_refused(db, stick):
-    with pytest.raises(CommandError, match="No build named 'py000-0'"):
+    with pytest.raises(CommandError, match="No build is named 'py000-0'"):
         call_command("usb_kit", "py000-0", str(stick), UNMOUNTED)
 
 
