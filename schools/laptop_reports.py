@@ -14,13 +14,13 @@ As in Inventario's table, `laptop` and `connected_at` are required; `ip_address`
 """
 
 import csv
-import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl
 
 from .checkin import json_body
+from .servers_csv import normal_ip
 
 MAX_FORM_BYTES = 4 * 1024
 MAX_BATCH_ITEMS = 1000
@@ -96,12 +96,10 @@ def _address(value, where):
         return None
     if not isinstance(value, str):
         raise ReportInvalid(f"{where}ip_address must be an IPv4 or IPv6 address")
-    try:
-        return str(ipaddress.ip_address(value.strip()))
-    except ValueError:
-        raise ReportInvalid(
-            f"{where}ip_address {value[:60]!r} is not an IPv4 or IPv6 address"
-        ) from None
+    address = normal_ip(value)
+    if address is None:
+        raise ReportInvalid(f"{where}ip_address {value[:60]!r} is not an IPv4 or IPv6 address")
+    return address
 
 
 def _free_space(value, where, typed):

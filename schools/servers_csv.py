@@ -96,12 +96,13 @@ def _from_spreadsheet(text: str) -> str:
     return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_STARTS) else text
 
 
-def is_ip(value: str) -> bool:
+def normal_ip(value: str) -> str | None:
+    """`value` as the database keeps an IP address (IPv6 compressed, lower case), None
+    when it is not one: an address written two ways must compare equal."""
     try:
-        ipaddress.ip_address(value)
+        return str(ipaddress.ip_address(value.strip()))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,10 @@ def row_values(row: dict) -> tuple:
     active_word = (row.get("active") or "").strip().lower()
     if active_word and active_word not in TRUE_WORDS | FALSE_WORDS:
         raise LineRefused("servers_csv_active", "active", value=repr(active_word))
-    address = (row.get("address") or "").strip() or None
-    if address and not is_ip(address):
-        raise LineRefused("servers_csv_address", "address", value=repr(address))
+    written = (row.get("address") or "").strip()
+    address = normal_ip(written) if written else None
+    if written and address is None:
+        raise LineRefused("servers_csv_address", "address", value=repr(written))
     values = {
         "name": (row.get("name") or "").strip() or hostname.split(".")[0],
         "school": school,

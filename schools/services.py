@@ -36,9 +36,7 @@ from .models import (
     hash_token,
 )
 from .rsynclog import Position, parse_line, read_new_lines
-
-# The overview's export and the import command use CSV_COLUMNS and spreadsheet_safe from here.
-from .servers_csv import CSV_COLUMNS, is_ip, spreadsheet_safe  # noqa: F401
+from .servers_csv import normal_ip
 
 # A server reporting hundreds of damaged builds keeps the first ones (the count is in the
 # English summary's length bound too).
@@ -340,7 +338,7 @@ def rsync_transfers_record(transfers) -> LogCounts:
     hosts = {t.host for t in relevant} | {t.address for t in relevant}
     servers = list(
         SchoolServer.objects.filter(
-            Q(hostname__in=hosts) | Q(address__in=[h for h in hosts if is_ip(h)])
+            Q(hostname__in=hosts) | Q(address__in=[h for h in hosts if normal_ip(h)])
         ).values_list("pk", "hostname", "address", "last_report_at")
     )
     by_host = {hostname: pk for pk, hostname, _address, _at in servers}

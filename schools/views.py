@@ -22,6 +22,7 @@ from releases.reasons import Refused
 from . import selectors, services
 from .forms import ServerForm, ServersImportConfirmForm, ServersImportForm
 from .models import SchoolServer
+from .servers_csv import spreadsheet_safe
 
 # Servers per page of the overview: each row is a card on a phone, and a page of them
 # costs about 0.1 ms a row to draw.
@@ -146,19 +147,19 @@ def _csv(servers, newest):
         writer.writerow(
             [
                 server["hostname"],
-                services.spreadsheet_safe(server["name"]),
-                services.spreadsheet_safe(server["school"]),
-                services.spreadsheet_safe(server["department"]),
-                services.spreadsheet_safe(server["contact"]),
-                services.spreadsheet_safe(server["address"] or ""),
+                spreadsheet_safe(server["name"]),
+                spreadsheet_safe(server["school"]),
+                spreadsheet_safe(server["department"]),
+                spreadsheet_safe(server["contact"]),
+                spreadsheet_safe(server["address"] or ""),
                 "yes" if server["active"] else "no",
-                services.spreadsheet_safe(server["notes"]),
+                spreadsheet_safe(server["notes"]),
                 server["state"],
                 "yes" if server["has_newest"] else "no",
                 server["last_report_at"].isoformat() if server["last_report_at"] else "",
                 "" if server["last_refresh_status"] is None else server["last_refresh_status"],
                 "" if server["disk_free_bytes"] is None else server["disk_free_bytes"],
-                services.spreadsheet_safe(server["last_error"]),
+                spreadsheet_safe(server["last_error"]),
             ]
         )
     return response

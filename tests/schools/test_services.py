@@ -161,6 +161,17 @@ def test_a_csv_import_that_changes_nothing_is_not_audited(db):
     assert AuditEvent.objects.count() == 1
 
 
+def test_an_address_written_another_way_is_the_same_address(db):
+    """An IPv6 address is kept as the database writes it; the same address in capitals or
+    uncompressed is no change, import after import."""
+    services.servers_import_csv(text="hostname,school,address\nxs-6.local,E6,2001:DB8:0::1\n")
+    assert SchoolServer.objects.get().address == "2001:db8::1"
+    plan = services.servers_import_plan(
+        text="hostname,school,address\nxs-6.local,E6,2001:0db8:0000::0001\n"
+    )
+    assert (len(plan.changed), len(plan.unchanged)) == (0, 1)
+
+
 def test_the_import_command_audits_who_ran_it(db, cast, tmp_path):
     path = tmp_path / "servers.csv"
     path.write_text("hostname,school\nxs-caacupe-1.local,Escuela 1\n")

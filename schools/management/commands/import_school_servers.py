@@ -5,12 +5,13 @@ from django.core.management.base import BaseCommand, CommandError, no_translatio
 from releases.management.commands.promote import find_user
 from releases.reasons import Refused
 from schools import services
+from schools.servers_csv import CSV_COLUMNS
 
 
 class Command(BaseCommand):
     help = (
         "Create or update school servers from a CSV file, matched by hostname. Columns: "
-        + ", ".join(services.CSV_COLUMNS)
+        + ", ".join(CSV_COLUMNS)
         + " (hostname and school required; active: yes/no). A column the file leaves out "
         "keeps what the portal has (a new server gets the default). Bad lines are reported with "
         "their number and skipped; the good ones are imported (nothing, if the file is not "
