@@ -29,13 +29,14 @@ class Count:
     running: int
     short: int | None = None
     key: str = ""
+    no_server: bool = False  # the laptops whose address matches no school server
 
     @property
     def share(self) -> float | None:
         return share(self.running, self.active)
 
 
-def totals(label: str, counts: list[Count]) -> Count:
+def totals(label: str, counts: list[Count], *, no_server: bool = False) -> Count:
     """The sum of `counts` under `label` (short stays None when any part's is unknown)."""
     shorts = [count.short for count in counts]
     return Count(
@@ -43,15 +44,19 @@ def totals(label: str, counts: list[Count]) -> Count:
         active=sum(count.active for count in counts),
         running=sum(count.running for count in counts),
         short=None if None in shorts else sum(shorts),
+        no_server=no_server,
     )
 
 
 def grouped(counts: list[Count], key_of) -> list[Count]:
-    """`counts` summed by `key_of(count)`, in key order; the key is also the label."""
-    groups: dict[str, list[Count]] = {}
+    """`counts` summed by `key_of(count)`, in key order; the key is also the label. A key
+    of None is the laptops of no school server: last, apart from a key "" (a server whose
+    department nobody entered)."""
+    groups: dict[str | None, list[Count]] = {}
     for count in counts:
         groups.setdefault(key_of(count), []).append(count)
-    return [totals(key, groups[key]) for key in sorted(groups)]
+    order = sorted(groups, key=lambda key: (key is None, key or ""))
+    return [totals(key or "", groups[key], no_server=key is None) for key in order]
 
 
 def laggards_first(counts: list[Count]) -> list[Count]:

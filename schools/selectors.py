@@ -278,13 +278,11 @@ def coverage_shares(build_ids) -> dict:
 
 # --- Laptops ---------------------------------------------------------------------------------
 
-UNKNOWN_VERSION = _("unknown version")
-
 
 def builds_by_vhash(vhashes) -> dict:
     """{vhash: build} of the builds whose contents hash is one of `vhashes` (laptops report
-    it in lower case), in one query. A vhash it leaves out is an unknown version
-    (UNKNOWN_VERSION): a build the portal does not have, or whose hash nobody entered yet."""
+    it in lower case), in one query. A vhash it leaves out is an "unknown version" on the
+    pages: a build the portal does not have, or whose hash nobody entered yet."""
     wanted = {vhash.lower() for vhash in vhashes if vhash}
     if not wanted:
         return {}
@@ -330,10 +328,10 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
     now = now or timezone.now()
     vhash = _vhash(build)
     start = timezone.localdate(build.published_at or build.created_at)
-    # The version (3): bumped when LaptopFunnel or the page's laptops section changes, so
+    # The version (4): bumped when LaptopFunnel or the page's laptops section changes, so
     # a shared cache (CACHE_URL) serves nothing kept by the code before a deploy.
     key = (
-        f"laptop-funnel:3:{build.pk}:{vhash}:{start}:{cost_bytes}:"
+        f"laptop-funnel:4:{build.pk}:{vhash}:{start}:{cost_bytes}:"
         f"{offered_at.timestamp() if offered_at else ''}:"
         f"{settings.LAPTOP_ACTIVE_DAYS}"
     )
@@ -359,7 +357,9 @@ def laptop_funnel(build, *, now=None, cost_bytes=None, offered_at=None) -> Lapto
     result = LaptopFunnel(
         vhash=vhash,
         total=funnel.totals("", counts),
-        departments=funnel.grouped(counts, lambda c: departments_of.get(c.key) or ""),
+        departments=funnel.grouped(
+            counts, lambda c: (departments_of.get(c.key) or "") if c.key else None
+        ),
         servers=funnel.laggards_first(with_server)[:SERVERS_SHOWN],
         servers_count=len(with_server),
         offered_at=offered_at,

@@ -674,7 +674,7 @@ def laptop_reports_record(*, reports: list[Report], received_at=None) -> LaptopR
             return result
         ids = _laptops_save(list(states.values()))
         if changes:
-            _insert(
+            _upsert(
                 LaptopVersionChange,
                 [{**change, "laptop": ids[serial]} for serial, change in changes if serial in ids],
             )
@@ -842,10 +842,6 @@ def _max_params() -> int:
         connection.ensure_connection()
         return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return 65535
-
-
-def _insert(model, rows: list[dict]) -> None:
-    _upsert(model, rows)
 
 
 def _upsert(model, rows: list[dict], *, conflict=(), update=None, where="", returning=()):

@@ -3,8 +3,6 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
-from portal.humanize import percent
-
 register = template.Library()
 
 
@@ -27,12 +25,6 @@ def shown(value) -> str:
     if value in (None, ""):
         return _("(empty)")
     return f"“{value}”"
-
-
-@register.filter
-def percent_label(share) -> str:
-    """A share (0..1) as the reader's language writes a percentage; "?" when unknown."""
-    return percent(share)
 
 
 @register.filter

@@ -38,6 +38,21 @@ def test_groups_are_summed_by_key_in_key_order():
     ]
 
 
+def test_the_laptops_of_no_server_are_a_group_apart_from_a_server_without_department():
+    parts = [
+        Count("", 3, 1, key=""),  # no school server matched their address
+        Count("E1", 2, 2, key="xs1"),  # a server whose department nobody entered
+        Count("E2", 5, 0, key="xs2"),
+    ]
+    department = {"xs1": "", "xs2": "Central"}
+    groups = funnel.grouped(parts, lambda c: department[c.key] if c.key else None)
+    assert [(g.label, g.active, g.no_server) for g in groups] == [
+        ("", 2, False),
+        ("Central", 5, False),
+        ("", 3, True),
+    ]
+
+
 def test_laggards_come_first_then_those_with_most_laptops_left_and_unknown_last():
     parts = [
         Count("done", 10, 10),
