@@ -34,15 +34,34 @@ def _int(value, field, minimum, maximum):
     return value
 
 
+class _GivenTwice(ValueError):
+    pass
+
+
+def _object_once(pairs: list) -> dict:
+    """A JSON object whose keys are each given once: json.loads would keep the last of two,
+    silently, where Inventario's form refuses a field given twice."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise _GivenTwice(key)
+            seen.add(key)
+    return data
+
+
 def json_body(body: bytes, *, limit: int, invalid: type[ValueError]):
     """The JSON value of a machine's request body, or `invalid` saying what is wrong with
     it (school servers' check-ins, laptop report batches)."""
     if len(body) > limit:
         raise invalid(f"the body is larger than {limit} bytes")
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), object_pairs_hook=_object_once)
     except UnicodeDecodeError:
         raise invalid("the body is not UTF-8") from None
+    except _GivenTwice as twice:
+        raise invalid(f"the field {str(twice)[:60]!r} is given twice in one object") from None
     except ValueError as exc:
         # JSONDecodeError, and a number too long to convert (over 4300 digits).
         raise invalid(f"the body is not JSON: {exc}") from None

@@ -168,6 +168,15 @@ def test_a_body_that_is_not_json_is_refused(reporter):
     assert "the body is not JSON" in response.json()["error"]
 
 
+def test_a_field_given_twice_in_a_batch_is_refused_as_in_the_form(reporter):
+    good = json.dumps(item())
+    twice = good[:-1] + ', "laptop": "SHC99999999"}'
+    response = Client().post(URL, f"[{good}, {twice}]", content_type="application/json", **basic())
+    assert response.status_code == 400
+    assert "'laptop' is given twice" in response.json()["error"]
+    assert stored() == ([], 0, [])
+
+
 def test_another_content_type_is_refused_with_415(reporter):
     response = Client().post(URL, b"laptop,x", content_type="text/csv", **basic())
     assert response.status_code == 415
