@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timeuntil
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
@@ -188,7 +189,7 @@ def _diff_lists(diff) -> list:
         for key, label in (
             ("added", _("Added")),
             ("removed", _("Removed")),
-            ("changed", _("Changed")),
+            ("changed", pgettext("build diff entries", "Changed")),
         )
     ]
 
