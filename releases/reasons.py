@@ -388,7 +388,9 @@ MESSAGES = {
         "cannot rename %(old)s to %(hostname)s: another server has that host name"
     ),
     # A file of Inventario's school servers, line by line (schools.inventario).
-    "inventario_place_id": _("place_id %(value)s is not a number"),
+    "inventario_place_id": _("place_id %(value)s is not a whole number from 0 to 2147483647"),
+    "inventario_hostname": _("server_hostname %(value)s is not a host name"),
+    "inventario_address": _("wan_ip_address %(value)s is not an IP address"),
     "inventario_duplicate_place": _("place %(place)s already appears on line %(first)s"),
     "inventario_no_server": _(
         "skipped: place %(place)s (%(school)s) has no server_hostname in Inventario; a "

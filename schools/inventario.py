@@ -21,8 +21,13 @@ from . import servers_csv
 from .servers_csv import PLACE, LineError, LineNote, LineRefused, Reading
 
 COLUMNS = ("place_id", "server_hostname", "wan_ip_address", "school", "city", "department")
-# The portal's column a value goes to → Inventario's, to name the column to fix.
+# The portal's column a value goes to → Inventario's, to name the column to fix; and the
+# refusals whose message names the portal's column → the same, naming Inventario's.
 SOURCE_COLUMN = {"hostname": "server_hostname", "address": "wan_ip_address"}
+SOURCE_CODE = {
+    "servers_csv_hostname": "inventario_hostname",
+    "servers_csv_address": "inventario_address",
+}
 # What the portal's column holds (Inventario's ids are MySQL INT, no larger).
 PLACE_MAX = 2**31 - 1
 
@@ -89,7 +94,8 @@ def _read_row(reading: Reading, places: dict, row: dict, line: int) -> None:
         hostname, values = servers_csv.row_values(portal_row)
     except LineRefused as refusal:
         at = SOURCE_COLUMN.get(refusal.at, refusal.at)
-        reading.errors.append(LineError(line, refusal.code, refusal.params, at))
+        code = SOURCE_CODE.get(refusal.code, refusal.code)
+        reading.errors.append(LineError(line, code, refusal.params, at))
         return
     if hostname in reading.rows:
         params = {"hostname": hostname, "first": reading.rows[hostname][0]}

@@ -215,9 +215,9 @@ def test_bad_lines_are_reported_by_number_and_the_good_ones_imported(db, tmp_pat
     assert caught.value.returncode == 2
     captured = capsys.readouterr()
     assert captured.err.splitlines() == [
-        f"{path}:3: place_id 'x7' is not a number",
-        f"{path}:4: hostname 'bad host!' is not a host name",
-        f"{path}:5: address 'n/a' is not an IP address",
+        f"{path}:3: place_id 'x7' is not a whole number from 0 to 2147483647",
+        f"{path}:4: server_hostname 'bad host!' is not a host name",
+        f"{path}:5: wan_ip_address 'n/a' is not an IP address",
         f"{path}:6: place 10 already appears on line 2",
         f"{path}:7: xs-taken.local is the server of Inventario place 99 on the portal",
         f"{path}:8: school is empty",
