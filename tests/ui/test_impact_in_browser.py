@@ -57,7 +57,7 @@ def test_the_promotion_page_shows_the_impact_and_refuses_without_a_reason(
     page.goto(f"{live_server.url}/builds/{build.name}/promote/")
     impact = page.locator("#impact")
     assert "Impacto de la actualización" in impact.inner_text()
-    assert "comparada con py801-1" in impact.inner_text()
+    assert "en comparación con py801-1" in impact.inner_text()
     assert page.locator(shown).is_visible()
     assert "Costo en cada laptop" in page.locator("#impact-summary").inner_text()
     # Above the updates.cfg diff.
@@ -83,5 +83,5 @@ def test_the_promotion_page_shows_the_impact_and_refuses_without_a_reason(
     page.select_option("#impact-against", "py801-1")
     page.click("form.impact-against button")
     page.wait_for_url("**/?against=py801-1")
-    assert "comparada con py801-1" in page.locator("#impact").inner_text()
+    assert "en comparación con py801-1" in page.locator("#impact").inner_text()
     page.screenshot(path=str(tmp_path / "build.png"), full_page=True)
