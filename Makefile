@@ -1,8 +1,10 @@
 # `make run` and `make test` work on a fresh clone: they build the virtualenv first.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum < requirements.lock | cut -d' ' -f1)
+# The venv is rebuilt when the lock file or the interpreter (path and exact version) changes.
+PYTHON_ID := $(shell $(PYTHON) -c 'import sys; print(sys.executable, sys.version)' | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cksum < requirements.lock | cut -d' ' -f1)-$(PYTHON_ID)
 MO := locale/es/LC_MESSAGES/django.mo
 
 # Tests run with production-like settings (DEBUG off) on plain HTTP.
@@ -12,7 +14,10 @@ TEST_ENV := DJANGO_SECRET_KEY=test-only-secret-key-not-for-production DJANGO_DEB
 .PHONY: run test lint format venv messages makemessages check-deploy clean
 
 $(STAMP): requirements.lock
+	@if [ -x $(BIN)/python ] && [ ! -e $(VENV)/.python-$(PYTHON_ID) ]; then \
+		echo "$(VENV) was built with another Python than $(PYTHON): rebuilding it"; rm -rf $(VENV); fi
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@touch $(VENV)/.python-$(PYTHON_ID)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	@rm -f $(VENV)/.installed-*
 	@touch $@
@@ -25,7 +30,7 @@ $(MO): locale/es/LC_MESSAGES/django.po
 messages: $(MO)
 
 makemessages: venv
-	DJANGO_DEBUG=true $(BIN)/python manage.py makemessages -l es --ignore '$(VENV)' --ignore 'static/vendor' \
+	DJANGO_DEBUG=true $(BIN)/python manage.py makemessages -l es --ignore '.venv*' --ignore 'static/vendor' \
 		--ignore bench --ignore tests --no-obsolete
 
 run: venv messages
@@ -47,4 +52,4 @@ format: venv
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) .venv-* staticfiles .pytest_cache .ruff_cache

@@ -69,7 +69,7 @@ MB = 1000 * 1000
 
 # Targets from the issue.
 UPLOAD_RATIO_TARGET = 1.5
-VALIDATION_RATIO_TARGET = 1.3
+VALIDATION_RATIO_TARGET = 0.6
 RSS_LIMIT_BYTES = 150 * MB
 
 # Tar bytes per bzip2 stream: big enough that the per-stream overhead is nil, small enough

@@ -1,22 +1,21 @@
-"""Benchmark of the validation scan alone: `archive.scan_archive` against `bzip2 -t`.
+"""Benchmark of validation's unpack alone: `unpack.unpack_archive` against `bzip2 -t`.
 
 Usage: `.venv/bin/python bench/scan.py [--size-mib 1100] [--reuse DIR] [--keep]
-[--rounds 2] [--against OLD_ARCHIVE.py]` (see bench/README.md).
+[--rounds 2]` (see bench/README.md).
 
 1. Generate the same build as bench/pipeline.py (or reuse a folder one of them kept).
 2. For each round, with the page cache dropped before each read (as root): `bzip2 -t` of
-   the build (the decompression floor), then the scan the validation task runs, in this
-   process, with the default limits, then (with `--against`) the same scan by another
-   version of releases/archive.py, e.g. `git show REV:releases/archive.py > /tmp/old.py`:
-   a change's cost, measured in the same run on the same file.
-3. Print the medians and their ratios to `bzip2 -t`, and this process's peak RSS (VmHWM,
-   reset before each scan) while scanning.
+   the build (the decompression floor, on one core), then the unpack the validation task
+   runs (`unpack_archive`: the parallel decompressor, GNU tar under fakeroot into the
+   configured scratch folder, the walk that hashes every file), with the configured limits
+   and tar, in this process.
+3. Print the medians and their ratios to `bzip2 -t`, this process's peak RSS (VmHWM, reset
+   before each unpack) and the peak RSS of each program the unpack ran, as it reports them.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import shutil
 import statistics
@@ -32,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import pipeline  # noqa: E402  (bench/pipeline.py: the build generator)
 
-LIMITS = {"max_unpacked_bytes": 64 * 1024**3, "max_members": 2_000_000}
+VALIDATION = "validation"
 
 
 def drop_caches() -> bool:
@@ -49,14 +48,6 @@ def timed(step) -> float:
     started = time.perf_counter()
     step()
     return time.perf_counter() - started
-
-
-def load_archive_module(path: Path):
-    spec = importlib.util.spec_from_file_location(f"archive_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
 
 
 def reset_peak_rss():
@@ -76,7 +67,6 @@ def main(argv=None) -> int:
     parser.add_argument("--reuse", metavar="DIR", help="a folder with build.json (--keep)")
     parser.add_argument("--keep", action="store_true", help="keep the generated build")
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--against", type=Path, help="another releases/archive.py to time")
     parser.add_argument("--seed", type=int, default=801)
     args = parser.parse_args(argv)
 
@@ -84,7 +74,19 @@ def main(argv=None) -> int:
     import django
 
     django.setup()
-    from releases import archive
+    from django.conf import settings
+
+    from releases import unpack
+
+    def validate(tarball: Path) -> unpack.ArchiveScan:
+        return unpack.unpack_archive(
+            tarball,
+            "bz2",
+            scratch_dir=settings.VALIDATION_SCRATCH_DIR,
+            tar=settings.SCHOOL_SERVER_TAR,
+            max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
+            max_members=settings.MAX_ARCHIVE_MEMBERS,
+        )
 
     folder = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(dir=ROOT / "bench"))
     try:
@@ -96,24 +98,24 @@ def main(argv=None) -> int:
             build.save()
         print(
             f"build: {build.size / 2**20:.0f} MiB bzip2, {build.tar_bytes / 2**20:.0f} MiB tar,"
-            f" {build.members} members; page cache dropped: {drop_caches()}",
+            f" {build.members} members; page cache dropped: {drop_caches()};"
+            f" decompressor: {unpack.decompressor('bz2').label};"
+            f" scratch: {settings.VALIDATION_SCRATCH_DIR}",
             flush=True,
         )
-        scans = {"scan": archive}
-        if args.against:
-            scans["scan (--against)"] = load_archive_module(args.against)
-        times: dict[str, list[float]] = {"bzip2 -t": [], **{name: [] for name in scans}}
-        rss = {}
+        times: dict[str, list[float]] = {"bzip2 -t": [], VALIDATION: []}
+        rss = 0
+        programs: dict[str, int] = {}
+        scans: list[unpack.ArchiveScan] = []
         for number in range(args.rounds):
             times["bzip2 -t"].append(
                 timed(lambda: subprocess.run(["bzip2", "-t", str(build.tarball)], check=True))
             )
-            for name, module in scans.items():
-                reset_peak_rss()
-                times[name].append(
-                    timed(lambda m=module: m.scan_archive(build.tarball, "bz2", **LIMITS))
-                )
-                rss[name] = max(rss.get(name, 0), peak_rss_kib())
+            reset_peak_rss()
+            times[VALIDATION].append(timed(lambda: scans.append(validate(build.tarball))))
+            rss = max(rss, peak_rss_kib())
+            for program, peak in scans[-1].peak_rss.items():
+                programs[program] = max(programs.get(program, 0), peak)
             done = ", ".join(f"{k} {v[-1]:.1f} s" for k, v in times.items())
             print(f"round {number + 1}: {done}", flush=True)
         floor = statistics.median(times["bzip2 -t"])
@@ -121,8 +123,9 @@ def main(argv=None) -> int:
         for name, values in times.items():
             median = statistics.median(values)
             print(f"{name:22} {median:8.1f}s {median / floor:11.2f}")
-        for name, growth in rss.items():
-            print(f"peak RSS of this process during {name}: {growth / 1024:.0f} MB")
+        print(f"peak RSS of this process during {VALIDATION}: {rss / 1024:.0f} MB")
+        for program, peak in programs.items():
+            print(f"peak RSS of {program} during {VALIDATION}: {peak / 2**20:.0f} MB")
     finally:
         if not args.keep and not args.reuse:
             shutil.rmtree(folder, ignore_errors=True)

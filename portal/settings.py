@@ -254,8 +254,13 @@ MAX_BUILD_BYTES = _positive_int("MAX_BUILD_BYTES", 8 * 1024**3)
 # The archive is read to its end while validating; these bound what a hostile or broken
 # archive can make a worker do.
 MAX_UNPACKED_BYTES = _positive_int("MAX_UNPACKED_BYTES", 64 * 1024**3)
-MAX_ARCHIVE_MEMBERS = _positive_int("MAX_ARCHIVE_MEMBERS", 2_000_000)
-MAX_CONTENTS_BYTES = _positive_int("MAX_CONTENTS_BYTES", 256 * 1024**2)
+MAX_ARCHIVE_MEMBERS = _positive_int("MAX_ARCHIVE_MEMBERS", 500_000)
+MAX_CONTENTS_BYTES = _positive_int("MAX_CONTENTS_BYTES", 32 * 1024**2)
+# Validation unpacks each build with GNU tar under fakeroot, as school servers do, into a
+# folder here (one unpacked build per running validation; a local disk is best).
+VALIDATION_SCRATCH_DIR = _directory("VALIDATION_SCRATCH_DIR", PORTAL_DATA_DIR / "scratch")
+# The tar program validation runs: the very version the school servers run, if it differs.
+SCHOOL_SERVER_TAR = env.str("SCHOOL_SERVER_TAR", default="tar")
 # Character and block devices and FIFOs in a build's tree; off, since an OS image built
 # for XOs creates its device nodes at boot (devtmpfs), and a device node is a way in.
 ARCHIVE_ALLOW_DEVICE_NODES = _bool("ARCHIVE_ALLOW_DEVICE_NODES", False)

@@ -33,7 +33,8 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from releases.archive import ManifestEntry
+from releases.extraction import display
+from releases.manifest import ManifestEntry, names_a_file
 
 PRISTINE_PREFIX = "versions/pristine/"
 FILE, DIR, SYMLINK, HARDLINK = "f", "d", "l", "h"
@@ -86,10 +87,9 @@ def read_manifest(data: bytes) -> Iterator[ManifestEntry]:
 
 
 def _rows(lines: bytes) -> Iterator[ManifestEntry]:
-    for path, type_, mode, size, sha256, link in json.loads(
-        b"[" + lines.replace(b"\n", b",") + b"]"
-    ):
-        yield ManifestEntry(path, type_, mode, size, sha256, link)
+    # Six fields before owners were recorded, eight since (`manifest`).
+    for row in json.loads(b"[" + lines.replace(b"\n", b",") + b"]"):
+        yield ManifestEntry(*row)
 
 
 def served_only(entries: Iterable[ManifestEntry], served: str) -> Iterator[ManifestEntry]:
@@ -116,7 +116,9 @@ def _moved(entry: ManifestEntry, path: str) -> ManifestEntry:
     link = entry.link
     if entry.type == HARDLINK and link.startswith(PRISTINE_PREFIX):
         link = link.split("/", 3)[3] if link.count("/") >= 3 else "."
-    return ManifestEntry(path, entry.type, entry.mode, entry.size, entry.sha256, link)
+    return ManifestEntry(
+        path, entry.type, entry.mode, entry.size, entry.sha256, link, entry.uid, entry.gid
+    )
 
 
 def served_in_path_order(data: bytes, served: str) -> Iterator[ManifestEntry]:
@@ -157,14 +159,15 @@ def octal(mode: int | None) -> str | None:
 
 
 def is_setuid(entry: ManifestEntry) -> bool:
-    return entry.type == FILE and bool(entry.mode & 0o6000)
+    # A hard link is one more name of a setuid file: laptops get it setuid at that path too.
+    return names_a_file(entry) and bool(entry.mode & 0o6000)
 
 
 def is_world_writable(entry: ManifestEntry) -> bool:
     # A sticky world-writable folder (/tmp) is how it should be; `extraction` agrees.
     if entry.type == DIR:
         return bool(entry.mode & 0o002) and not entry.mode & 0o1000
-    return entry.type == FILE and bool(entry.mode & 0o002)
+    return names_a_file(entry) and bool(entry.mode & 0o002)
 
 
 def is_sensitive(path: str) -> bool:
@@ -191,7 +194,8 @@ def privileged_reasons(entry: ManifestEntry, change: str) -> list[str]:
 
 def changed_aspects(old: ManifestEntry, new: ManifestEntry) -> list[str]:
     """What differs between two entries at one path: `kind`, `content` (a file's sha256),
-    `link` (a symlink's or hard link's target), `mode` (permission bits and setuid)."""
+    `link` (a symlink's or hard link's target), `mode` (permission bits and setuid),
+    `owner` (uid or gid, when both manifests recorded them)."""
     if old.type != new.type:
         return ["kind"]
     aspects = []
@@ -201,6 +205,9 @@ def changed_aspects(old: ManifestEntry, new: ManifestEntry) -> list[str]:
         aspects.append("link")
     if old.mode & 0o7777 != new.mode & 0o7777:
         aspects.append("mode")
+    known = None not in (old.uid, new.uid)
+    if known and (old.uid, old.gid) != (new.uid, new.gid):
+        aspects.append("owner")
     return aspects
 
 
@@ -302,7 +309,7 @@ class BuildDiff:
             self.aspects[aspect] += 1
         stored = new.size if new.type == FILE and aspects != ["link"] else 0
         row = {
-            "path": new.path,
+            "path": display(new.path),
             "what": aspects,
             "kind": new.type,
             "size": new.size if new.type == FILE else 0,
@@ -311,6 +318,8 @@ class BuildDiff:
             "mode": octal(new.mode),
             "old_link": old.link,
             "link": new.link,
+            "old_owner": owner(old),
+            "owner": owner(new),
         }
         self.changed.add(stored, row, self.shown)
         self._charge(new.path, stored)
@@ -333,16 +342,20 @@ class BuildDiff:
         self.directories[folder] = (total + size, count + 1)
 
 
-ASPECTS = ("content", "mode", "kind", "link")
+ASPECTS = ("content", "mode", "kind", "link", "owner")
 
 
 def _bucket(bucket: _Bucket) -> dict:
     return {"count": bucket.count, "bytes": bucket.bytes, "entries": bucket.entries}
 
 
+def owner(entry: ManifestEntry) -> str:
+    return "" if entry.uid is None else f"{entry.uid}:{entry.gid}"
+
+
 def _row(entry: ManifestEntry) -> dict:
     return {
-        "path": entry.path,
+        "path": display(entry.path),
         "kind": entry.type,
         "size": entry.size if entry.type == FILE else 0,
         "mode": octal(entry.mode),

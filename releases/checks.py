@@ -10,10 +10,12 @@ import codecs
 import hashlib
 import os
 import re
+import sys
 from collections.abc import Iterator
 
+import ijson
+
 from portal import commands
-from releases import jsonscan
 from releases.reasons import Refused, render
 
 BOM = b"\xef\xbb\xbf"
@@ -31,6 +33,10 @@ SHOWN_VALUE = 200
 SHOWN_STDERR = 500
 # A .contents file is read this much at a time; its check needs a few times this in memory.
 CONTENTS_CHUNK = 1024 * 1024
+# Deeper than this, Python's json module (which bitfrost reads .contents with) gives up.
+MAX_JSON_DEPTH = 512
+_OPENS = frozenset({"start_map", "start_array"})
+_CLOSES = frozenset({"end_map", "end_array"})
 
 
 def parse_md5_file(data: bytes, tarball_name: str) -> tuple[str, bool]:
@@ -90,26 +96,90 @@ def _md5_problem(line: str) -> str:
 def check_contents(path, *, max_bytes: int, chunk_bytes: int = CONTENTS_CHUNK) -> str:
     """Check the .contents file is non-empty UTF-8 JSON within the limit; return its sha256.
 
-    The file is read, hashed, decoded and checked a chunk at a time, so a file near the
-    limit costs a few chunks of memory (json.loads of one once took a worker to 5 GB). The
-    size and encoding refusals win over a JSON one, as when the file was read whole: after
-    a JSON error the rest of the file is still read (not parsed).
+    1. One pass reads, hashes and decodes it a chunk at a time: the size and encoding
+       refusals come first, and memory stays a few chunks whatever the size. It also looks
+       for what yajl would take but Python's json (which bitfrost reads it with) refuses, or
+       what would crash ijson: a raw vertical tab or form feed (never valid JSON), and a
+       run of more digits than Python converts (ijson's C parser can even segfault on one).
+    2. A second pass parses it with ijson's C parser (yajl), a stream of events that keeps
+       no document in memory (json.loads of a 200 MiB file once took a worker to 5 GB).
     """
     digest = hashlib.sha256()
+    lexical = _LexicalScan()
     with open(path, "rb") as fh:
-        pieces = _utf8_pieces(fh, digest, max_bytes=max_bytes, chunk_bytes=chunk_bytes)
-        try:
-            jsonscan.validate(pieces)
-        except jsonscan.NotJSON as exc:
-            error = str(exc)
-        else:
-            return digest.hexdigest()
-        for _piece in pieces:
+        for _text in _utf8_pieces(
+            fh, digest, max_bytes=max_bytes, chunk_bytes=chunk_bytes, observe=lexical.feed
+        ):
             pass
-    raise Refused("contents_not_json", error=error)
+        if lexical.problem:
+            raise Refused("contents_not_json", error=lexical.problem)
+        fh.seek(0)
+        try:
+            depth = 0
+            for event, _value in ijson.basic_parse(fh, buf_size=chunk_bytes):
+                if event in _OPENS:
+                    depth += 1
+                    if depth > MAX_JSON_DEPTH:
+                        raise Refused("contents_not_json", error="nested too deeply")
+                elif event in _CLOSES:
+                    depth -= 1
+        except ijson.JSONError as exc:
+            raise Refused("contents_not_json", error=_json_error(exc)) from None
+        except UnicodeDecodeError:
+            # yajl writes a lone low surrogate escape ("\udc00") as bytes ijson cannot
+            # decode; json.loads would take it, but no real manifest has one.
+            raise Refused("contents_not_json", error=LONE_SURROGATE) from None
+    return digest.hexdigest()
 
 
-def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[str]:
+LONE_SURROGATE = "lexical error: a lone low surrogate escape (\\udc00-\\udfff)"
+
+
+class _LexicalScan:
+    """Raw bytes yajl and Python's json disagree on, found chunk by chunk."""
+
+    def __init__(self):
+        self.problem = ""
+        self.seen = 0
+        self.digits = 0  # digits at the end of what was seen so far
+
+    def feed(self, data: bytes):
+        if not self.problem:
+            if (bad := _BAD_WHITESPACE.search(data)) is not None:
+                at = self.seen + bad.start()
+                self.problem = f"lexical error: a vertical tab or form feed at byte {at}"
+            elif self._longest_digit_run(data) > INT_DIGITS:
+                self.problem = f"lexical error: a number of more than {INT_DIGITS} digits"
+        self.seen += len(data)
+
+    def _longest_digit_run(self, data: bytes) -> int:
+        # The run that ended the previous chunk goes on with this chunk's leading digits.
+        head = len(data) - len(data.lstrip(_DIGITS))
+        longest = self.digits + head
+        if head == len(data):
+            self.digits = longest
+            return longest
+        self.digits = len(data) - len(data.rstrip(_DIGITS))
+        return max(longest, *(len(run) for run in _DIGIT_RUN.findall(data)), 0)
+
+
+INT_DIGITS = sys.int_info.default_max_str_digits
+_BAD_WHITESPACE = re.compile(rb"[\x0b\x0c]")
+_DIGITS = b"0123456789"
+_DIGIT_RUN = re.compile(rb"[0-9]{%d,}" % (INT_DIGITS + 1))
+
+
+def _json_error(exc: Exception) -> str:
+    """yajl's message, first line only: the rest is a copy of the text around the error.
+    ijson hands it over as bytes when that copy cuts a character in two."""
+    message = exc.args[0] if exc.args else ""
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    text = str(message).strip().splitlines()
+    return text[0][:SHOWN_VALUE] if text else type(exc).__name__
+
+
+def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int, observe=None) -> Iterator[str]:
     """Yield the file as text, a chunk at a time, feeding `digest` on the way.
 
     Size comes before encoding, as when the file was read whole: after bad UTF-8 the rest
@@ -125,6 +195,8 @@ def _utf8_pieces(fh, digest, *, max_bytes: int, chunk_bytes: int) -> Iterator[st
         if bad_byte is not None:
             continue
         digest.update(data)
+        if observe is not None:
+            observe(data)
         if undecoded:
             data = undecoded + data
         try:

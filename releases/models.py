@@ -151,7 +151,7 @@ class Build(models.Model):
     unpacked_size = models.BigIntegerField(null=True, blank=True)
     # What the served tree carries that matters for security, from the archive scan:
     # counts and the first paths of setuid/setgid files, world-writable entries, device
-    # nodes and entries the school server throws away (`extraction.Served.summary`).
+    # nodes and entries the school server throws away (`extraction.Summary`).
     archive_summary = models.JSONField(default=dict, blank=True)
     # The last `recheck_builds` verdict on a build validated by older checks: empty while
     # it passes, else why it would break school servers (a `reasons` code and parameters).
@@ -249,7 +249,8 @@ class Build(models.Model):
 class BuildManifest(models.Model):
     """The tree inside the tarball, recorded while validating: gzip of JSON lines.
 
-    Each line is `[path, type, mode, size, sha256, link]` (see `archive.ManifestEntry`).
+    Each line is `[path, type, mode, size, sha256, link, uid, gid]`, read from the tree GNU
+    tar unpacked (see `manifest.ManifestEntry`); older builds' lines have no owners.
     """
 
     build = models.OneToOneField(Build, on_delete=models.CASCADE, related_name="manifest")

@@ -105,7 +105,31 @@ MESSAGES = {
         "school servers would serve only the first."
     ),
     "archive_empty_pristine": _("versions/pristine/ is present but empty."),
-    # What GNU tar on the school server would fail on, or unpack differently (`extraction`).
+    # What GNU tar, run as the school server runs it, says of the archive (`unpack`).
+    "archive_tar_failed": _(
+        "GNU tar, run as school servers run it, fails on this archive (exit status "
+        "%(status)s): “%(line)s”. A school server that received it would stop refreshing "
+        "every build it holds."
+    ),
+    "archive_decompress_failed": _(
+        "%(tool)s cannot decompress the archive (exit status %(status)s): “%(line)s”."
+    ),
+    "archive_tar_warning": _(
+        "GNU tar unpacks this archive but warns: “%(line)s”. Only archives that unpack "
+        "without a warning are published (the README lists the few harmless ones)."
+    ),
+    "archive_unpack_stalled": _(
+        "GNU tar made no progress on this archive for %(seconds)s seconds and was stopped "
+        "(a device node unpacked over a FIFO blocks it for ever, for one). A school server "
+        "would hang on it the same way."
+    ),
+    "unpack_abandoned": _("The validation stopped before it finished; it will be tried again."),
+    "validation_error": _(
+        "The portal failed while validating this build (%(error)s). This is a fault of the "
+        "portal, not necessarily of the build: tell the administrator, who will find the "
+        "details in the worker's log."
+    ),
+    # Refusals of builds validated before GNU tar decided, kept to render their history.
     "archive_lzma_is_xz": _(
         "The archive is named .tar.lzma but holds xz data. School servers unpack .tar.lzma "
         "with “lzma -cd”, which reads only the old lzma format and fails on this file: "

@@ -21,7 +21,7 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import archive, checks, publishing
+from . import checks, publishing, unpack
 from .audit import AuditAction, audit, build_transition
 from .files import fsync_dir
 from .models import (
@@ -249,6 +249,20 @@ def build_validate(*, build_id) -> bool:
             validated_at=timezone.now(),
         )
         return True
+    except Exception as error:
+        # A fault of the portal's own, met on this build: a final state with the reason,
+        # never a build left `validating` with none. The traceback goes to the log.
+        log.exception("validating build %s failed", build_id)
+        build_transition(
+            build_id,
+            from_statuses=[BuildStatus.VALIDATING],
+            to=BuildStatus.INVALID,
+            code="validation_error",
+            params={"error": f"{type(error).__name__}: {error}"[:300]},
+            progress_phase=Phase.DONE,
+            validated_at=timezone.now(),
+        )
+        return True
     scan, hash_fields = result
     with transaction.atomic():
         BuildManifest.objects.update_or_create(
@@ -289,17 +303,24 @@ def _run_checks(build):
     progress = Progress(build.pk, Phase.ARCHIVE, build.size)
     scan = scan_stored_archive(build, progress=progress)
     progress.report(build.size, force=True)
+    if scan.contents_copy_sha256:
+        # The schema of .contents is not public: a copy that differs is worth a look, no more.
+        same = scan.contents_copy_sha256 == build.contents_sha256
+        scan.summary["contents_copy"] = "same" if same else "different"
 
     Progress(build.pk, Phase.CONTENTS, build.contents_size)
     checks.check_contents(build.stored_contents, max_bytes=settings.MAX_CONTENTS_BYTES)
     return scan, _contents_hash_fields(build)
 
 
-def scan_stored_archive(build, *, progress=None) -> archive.ArchiveScan:
-    """Today's archive checks, with the configured limits, on a build's stored archive."""
-    return archive.scan_archive(
+def scan_stored_archive(build, *, progress=None) -> unpack.ArchiveScan:
+    """Unpack a build's stored archive as the school servers do, with the configured
+    limits and tar, and describe what they would serve."""
+    return unpack.unpack_archive(
         build.stored_tarball,
         build.compression,
+        scratch_dir=settings.VALIDATION_SCRATCH_DIR,
+        tar=settings.SCHOOL_SERVER_TAR,
         max_unpacked_bytes=settings.MAX_UNPACKED_BYTES,
         max_members=settings.MAX_ARCHIVE_MEMBERS,
         allow_device_nodes=settings.ARCHIVE_ALLOW_DEVICE_NODES,

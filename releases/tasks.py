@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import DatabaseError, InterfaceError
 from django.utils import timezone
 
-from . import deploy, notify, recheck, resumable, services, uploads
+from . import deploy, notify, recheck, resumable, services, unpack, uploads
 
 TRANSIENT = (DatabaseError, InterfaceError, OSError)
 RETRY = {"autoretry_for": TRANSIENT, "retry_backoff": 5, "retry_backoff_max": 120, "max_retries": 5}
@@ -44,6 +44,10 @@ def sweep(now=None) -> dict:
             Path(settings.UPLOAD_TEMP_DIR), now=now.timestamp()
         ),
         "expired_resumable_uploads": resumable.sweep_resumable(now=now),
+        # A worker killed mid-validation leaves an unpacked tree; nobody holds its lock.
+        "validation_scratch": unpack.sweep_scratch(
+            settings.VALIDATION_SCRATCH_DIR, older_than=settings.SWEEPER_STALE_AFTER
+        ),
     }
 
 

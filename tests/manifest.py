@@ -1,17 +1,11 @@
-"""Reading back the manifest validation stores (gzip of one JSON array per member, written by
-`releases.archive`): the tests compare it with what GNU tar unpacks. The portal itself never
-reads it back."""
+"""Reading back the manifest validation stores (gzip of one JSON array per entry, written by
+`releases.manifest`): the tests compare it with what GNU tar unpacks."""
 
-import gzip
-import io
-import json
 from collections.abc import Iterator
 
-from releases.archive import ManifestEntry
+from releases.builddiff import read_manifest as _read
+from releases.manifest import ManifestEntry
 
 
 def read_manifest(data: bytes) -> Iterator[ManifestEntry]:
-    with gzip.GzipFile(fileobj=io.BytesIO(data)) as fh:
-        for line in fh:
-            path, type_, mode, size, sha256, link = json.loads(line)
-            yield ManifestEntry(path, type_, mode, size, sha256, link)
+    return _read(data)

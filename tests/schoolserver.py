@@ -765,7 +765,9 @@ def compare_with_manifest(
     unpacked: Unpacked, entries: Iterable, *, unreadable_ok: bool = False
 ) -> list[str]:
     """Differences between what the server serves and the portal's manifest rows
-    (`releases.archive.ManifestEntry`); empty when they agree.
+    (`releases.manifest.ManifestEntry`, as `unpack.unpack_archive` records them, or rows in
+    archive order); empty when they agree. An 'h' row stands for its `link`'s node, file or
+    symlink alike.
 
     `unreadable_ok`: a file whose mode has no owner-read bit cannot be read back by the
     unprivileged server user (fakeroot keeps the real mode), so its content cannot be

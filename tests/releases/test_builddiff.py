@@ -7,7 +7,6 @@ import tracemalloc
 
 import pytest
 
-from releases.archive import ManifestEntry
 from releases.builddiff import (
     diff_manifests,
     directory_of,
@@ -16,6 +15,7 @@ from releases.builddiff import (
     served_in_path_order,
     served_only,
 )
+from releases.manifest import ManifestEntry
 
 SHA = {letter: letter * 64 for letter in "abcdef"}
 

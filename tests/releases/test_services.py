@@ -13,6 +13,7 @@ from releases.models import AuditEvent, Build, BuildManifest, BuildStatus, HashS
 from releases.reasons import Refused
 
 from ..factories import compress, stage, tar_bytes, write_build
+from ..manifest import read_manifest
 
 
 @pytest.fixture
@@ -131,9 +132,11 @@ def test_it_marks_a_truncated_archive_invalid_and_publishes_nothing(upload):
     services.build_validate(build_id=build.pk)
     build.refresh_from_db()
     assert build.status == BuildStatus.INVALID
-    assert build.status_code == "archive_truncated"
+    # xz says so first; tar then only meets the end of its input.
+    assert build.status_code == "archive_decompress_failed"
     with translation.override("en"):
-        assert "truncated" in build.status_detail
+        assert "xz cannot decompress the archive" in build.status_detail
+        assert "Unexpected end of input" in build.status_detail
     assert not services.build_publish(build_id=build.pk)
     assert published_files() == []
     # Invalid builds keep their files for inspection.
@@ -255,6 +258,7 @@ def test_the_sweeper_leaves_builds_that_are_making_progress_alone(upload):
         "recall": 0,
         "abandoned_uploads": 0,
         "expired_resumable_uploads": 0,
+        "validation_scratch": 0,
     }
 
 
@@ -272,6 +276,19 @@ def test_the_sweeper_removes_uploads_a_killed_web_process_left_behind(settings, 
     assert live.exists() and other.exists()  # still being written; not ours
 
 
+def test_a_missing_tar_on_the_validation_host_hands_the_build_back(upload, settings):
+    """The host's fault, not the build's: it waits in `uploaded` for the retry."""
+    settings.SCHOOL_SERVER_TAR = "/nonexistent/tar"
+    build = upload()
+
+    with pytest.raises(OSError, match="/nonexistent/tar is not installed"):
+        services.build_validate(build_id=build.pk)
+
+    build.refresh_from_db()
+    assert build.status == BuildStatus.UPLOADED
+    assert "/nonexistent/tar is not installed" in build.events.order_by("-id")[0].params["error"]
+
+
 def test_a_disk_error_while_validating_hands_the_build_back_audited(upload, monkeypatch):
     """Not the build's fault: it goes back to `uploaded` for the task's retry, and its
     history says why. (EIO from the disk cannot be caused for real here: injected at the
@@ -283,7 +300,7 @@ def test_a_disk_error_while_validating_hands_the_build_back_audited(upload, monk
     def failing_disk(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(services.archive, "scan_archive", failing_disk)
+    monkeypatch.setattr(services.unpack, "unpack_archive", failing_disk)
     with pytest.raises(OSError):
         services.build_validate(build_id=build.pk)
 
@@ -293,3 +310,35 @@ def test_a_disk_error_while_validating_hands_the_build_back_audited(upload, monk
     assert (last.from_status, last.to_status) == ("validating", "uploaded")
     assert last.code == "interrupted"
     assert "Input/output error" in last.params["error"]
+
+
+def test_a_pristine_id_that_is_not_utf8_is_stored_escaped_and_the_build_is_valid(upload):
+    """GNU tar takes any bytes as a name; the database takes text. The id and the summary
+    say `\\xff`, the manifest keeps the name exactly. (It once crashed the task and left the
+    build `validating` with no reason.)"""
+    tarball = compress(tar_bytes({"etc/issue": b"hi\n"}, pristine="id\udcff"), "bz2")
+    build = upload(tarball=tarball)
+
+    services.build_validate(build_id=build.pk)
+
+    build.refresh_from_db()
+    assert (build.status, build.pristine_id) == (BuildStatus.VALID, "id\\xff")
+    assert build.archive_summary["served"] == "versions/pristine/id\\xff"
+    paths = [entry.path for entry in read_manifest(build.manifest.data)]
+    assert "versions/pristine/id\udcff/etc/issue" in paths
+
+
+def test_a_fault_of_the_portal_while_validating_ends_in_a_state_with_its_reason(
+    upload, monkeypatch
+):
+    build = upload()
+
+    def broken(*args, **kwargs):
+        raise KeyError("served")
+
+    monkeypatch.setattr(services.unpack, "unpack_archive", broken)
+    services.build_validate(build_id=build.pk)
+
+    build.refresh_from_db()
+    assert (build.status, build.status_code) == (BuildStatus.INVALID, "validation_error")
+    assert build.status_params == {"error": "KeyError: 'served'"}

@@ -51,7 +51,7 @@ def summary(diff: dict) -> list[str]:
         f"  removed   {diff['removed']['count']:>7}  {_mib(diff['removed']['bytes'])}",
         f"  changed   {changed['count']:>7}  {_mib(changed['bytes'])}  "
         f"(content {changed['content']}, mode {changed['mode']}, kind {changed['kind']}, "
-        f"link {changed['link']})",
+        f"link {changed['link']}, owner {changed['owner']})",
         f"  unchanged {diff['unchanged']:>7}",
         f"Laptop cost: {_mib(diff['laptop_cost_bytes'])} "
         f"(including {_mib(diff['update_overhead_bytes'])} per update)",
