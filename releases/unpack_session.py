@@ -435,15 +435,13 @@ def main():
         decomp_status = tools["decompressor"][0][0]
         # tar met its end-of-archive blocks and stopped reading before the stream ended:
         # the decompressor dies writing the rest, which tar (and so the server) ignores.
-        stopped_by_tar = tar_status == 0 and decomp_status == -signal.SIGPIPE
-        if tar_status != 0 or (decomp_status != 0 and not stopped_by_tar):
+        if tar_status != 0 or decomp_status not in (0, -signal.SIGPIPE):
             emit(["end", outcome])
             return
         served = decide(job["tmp"])
-        walker = walk(job, served)
+        walk(job, served)
         outcome.update(
             served=served,
-            files_bytes=walker.bytes,
             contents_sha256=contents_copy(job["tmp"], served),
         )
         emit(["end", outcome])
